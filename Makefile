@@ -1,0 +1,34 @@
+# make train  — create .venv if needed, install, run the default experiment (t5_tiny, embedded corpus)
+# make test   — create .venv if needed, install, run the test suite (not `slow`)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install train test test-all lint report figures bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and exactly pinned: the CPU wheel, never a CUDA build pulled in by a range
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+train: install
+	$(PY) -m glu_study.train $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+test-all: install
+	$(PY) -m pytest -q --runslow $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check glu_study tests scripts
+	$(VENV)/bin/ruff format --check glu_study tests scripts
+
+clean:
+	rm -rf runs outputs .pytest_cache

@@ -1,0 +1,127 @@
+"""Structured-config schemas for the Hydra tree in conf/.
+
+Each group's YAML is merged into one of these dataclasses at compose time, so a mistyped key
+(`trainer.max_step=5`) or a wrong type (`trainer.batch_size=big`) fails before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    d_model: int = MISSING
+    num_layers: int = MISSING
+    num_decoder_layers: int = MISSING
+    num_heads: int = MISSING
+    d_kv: int = MISSING
+    d_ff: int = MISSING  # the *non-gated* d_ff; gated variants use 2/3 of it (glu_study.ffn.gated_d_ff)
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    dropout_rate: float = 0.0  # the paper pretrains without dropout
+    initializer_factor: float = 1.0
+
+
+@dataclass
+class FFNConfig:
+    name: str = MISSING
+    paper_name: str = MISSING
+    activation: str = MISSING  # transformers ACT2FN key
+    gated: bool = MISSING
+    gelu: str | None = None  # "tanh approximation" | "exact erf" for GELU-based variants
+
+
+@dataclass
+class DataConfig:
+    source: str = MISSING  # embedded | text_files | c4
+    inputs_length: int = 512
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+    vocab_size: int = 32000  # SentencePiece pieces; 100 sentinels are added on top (T5: 32000 + 100)
+    extra_ids: int = 100
+    eval_examples: int = 64  # size of the fixed held-out set, in span-corruption examples
+    eval_seed: int = 20200212  # masks of the held-out set: fixed per experiment, independent of `seed`
+    cache_dir: str = MISSING
+    # embedded corpus
+    include_stdlib: bool = True
+    packages: list[str] = field(default_factory=list)
+    heldout_percent: float = 5.0  # share of *source files* whose paragraphs form the held-out split
+    min_paragraph_chars: int = 40
+    # text_files
+    paths: list[str] = field(default_factory=list)
+    heldout_paths: list[str] = field(default_factory=list)  # empty: split by file hash like embedded
+    text_field: str = "text"
+    # c4 (streamed from the hub; dataset_path/data_files let tests run the same loader on local files)
+    dataset_path: str = "allenai/c4"
+    dataset_name: str | None = "en"
+    data_files: dict[str, Any] | None = None
+    max_train_documents: int = 200_000
+    max_heldout_documents: int = 5_000
+    # tokenizer training
+    tokenizer_max_sentences: int = 300_000
+    tokenizer_threads: int = 2
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000
+    batch_size: int = 32  # per optimizer step, across all ranks and accumulation micro-steps
+    grad_accum: int = 1
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    optimizer: str = "adafactor"  # adafactor | adamw
+    lr: float = 1.0  # multiplies the schedule; rsqrt with lr 1.0 gives T5's 0.01 plateau at 10k warmup
+    schedule: str = "rsqrt"  # rsqrt | cosine | constant
+    warmup_steps: int = 10_000
+    decay_fraction: float = 0.1  # rsqrt: linear decay to 0 over this final share of steps
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # 0 disables; Adafactor already clips its *update* at RMS 1.0
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+    compile: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    mode: str = "auto"  # auto (online iff a W&B key is configured) | online | offline | disabled
+    project: str = "glu-study"
+    entity: str | None = None
+    group: str = "dev"
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ffn: FFNConfig = field(default_factory=FFNConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    name: str = "${ffn.name}-s${seed}"
+
+
+# config.yaml lists `config_schema` first in its defaults, so every group is merged into these types.
+ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "config"):
+    """Compose the real conf tree outside a Hydra app (tests, scripts, `python -m glu_study.ffn`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)

@@ -1,0 +1,99 @@
+"""Build the T5 encoder-decoder for a (model size, FFN variant) pair, and count what it costs.
+
+The network itself is `transformers.T5ForConditionalGeneration`, unchanged: the variant only chooses
+`feed_forward_proj` and d_ff (see glu_study.ffn). Everything here is either configuration of that model or
+arithmetic on its shapes, so parameter counts and FLOPs can be had for t5_base without instantiating it.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import OmegaConf
+from transformers import T5Config, T5ForConditionalGeneration
+
+from glu_study.config import CONF_DIR, ModelConfig
+from glu_study.ffn import Variant
+
+
+def _load_model_sizes() -> dict[str, ModelConfig]:
+    """The model sizes of conf/model/*.yaml, validated against the schema (one source of truth)."""
+    sizes = {}
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        node = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
+        sizes[path.stem] = OmegaConf.to_object(node)
+    return sizes
+
+
+MODEL_SIZES: dict[str, ModelConfig] = _load_model_sizes()
+
+
+def t5_config(model_cfg, variant: Variant, vocab_size: int) -> T5Config:
+    """The HF config of our model. `model_cfg` is a ModelConfig (or the composed `model` node)."""
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=model_cfg.d_model,
+        d_kv=model_cfg.d_kv,
+        d_ff=variant.d_ff(model_cfg.d_ff),
+        num_layers=model_cfg.num_layers,
+        num_decoder_layers=model_cfg.num_decoder_layers,
+        num_heads=model_cfg.num_heads,
+        relative_attention_num_buckets=model_cfg.relative_attention_num_buckets,
+        relative_attention_max_distance=model_cfg.relative_attention_max_distance,
+        dropout_rate=model_cfg.dropout_rate,
+        layer_norm_epsilon=model_cfg.layer_norm_epsilon,
+        initializer_factor=model_cfg.initializer_factor,
+        feed_forward_proj=variant.feed_forward_proj,
+        # T5.1.0: input embedding and softmax weights are shared, decoder output scaled by d_model**-0.5.
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        use_cache=False,  # training only; generation turns it back on
+    )
+
+
+def build_model(model_cfg, variant: Variant, vocab_size: int, seed: int) -> T5ForConditionalGeneration:
+    """A freshly initialised model; the same seed gives the same weights for every variant's shared shapes."""
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(t5_config(model_cfg, variant, vocab_size))
+
+
+def param_counts(
+    model_cfg, variant: Variant, vocab_size: int, inputs_length: int = 512, targets_length: int = 114
+) -> dict[str, int]:
+    """Parameters and forward FLOPs from shapes alone (tests check this equals the built model's count).
+
+    FLOPs are 2 per multiply-add, forward pass only (training is about 3x). Per input token: the encoder
+    stack plus the decoder's cross-attention key/value projections, which are computed once per encoder
+    position. Per target token: the decoder stack (self-attention over all targets_length positions, not
+    halved for causality, and cross-attention over inputs_length) plus the tied softmax layer.
+    """
+    m = model_cfg
+    d, inner, d_ff = m.d_model, m.num_heads * m.d_kv, variant.d_ff(m.d_ff)
+    attn = 4 * d * inner  # q, k, v, o
+    ffn = variant.num_matrices * d * d_ff
+    rel_bias = m.relative_attention_num_buckets * m.num_heads  # first layer of each stack only
+    enc = m.num_layers * (attn + ffn + 2 * d) + rel_bias + d  # 2 layer norms per layer, final layer norm
+    dec = m.num_decoder_layers * (2 * attn + ffn + 3 * d) + rel_bias + d
+    embedding = vocab_size * d  # shared by encoder, decoder and the (tied) softmax
+    flops_in = 2 * m.num_layers * (attn + 2 * inputs_length * inner + ffn) + 2 * m.num_decoder_layers * (
+        2 * d * inner
+    )
+    flops_tgt = (
+        2 * m.num_decoder_layers * (attn + 2 * targets_length * inner + 2 * d * inner + 2 * inputs_length * inner + ffn)
+        + 2 * d * vocab_size
+    )
+    return {
+        "d_ff": d_ff,
+        "params": enc + dec + embedding,
+        "non_embedding_params": enc + dec,
+        "ffn_params": (m.num_layers + m.num_decoder_layers) * ffn,
+        "flops_per_input_token": flops_in,
+        "flops_per_target_token": flops_tgt,
+    }
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Counted on a built model (tied weights once)."""
+    total = sum(p.numel() for p in model.parameters())
+    return {"params": total, "non_embedding_params": total - model.shared.weight.numel()}

@@ -1,0 +1,106 @@
+"""Run records: metrics.jsonl / summary.json in the run directory, and the same figures in Weights & Biases.
+
+One W&B run per job: project from `logger.project`, group = `logger.group` (the experiment or sweep), name =
+`<ffn>-s<seed>`, tags gated/non-gated and the model size, config = the resolved Hydra config plus derived
+figures. `logger.mode=auto` goes online only when an API key is configured, otherwise offline into
+<run_dir>/wandb, so a job never prompts for a login and never waits on a network it does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+from omegaconf import OmegaConf
+
+
+def wandb_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None  # what `wandb login` writes
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    valid = ("auto", "online", "offline", "disabled")
+    if mode not in valid:
+        raise ValueError(f"logger.mode={mode!r} is not one of {', '.join(valid)}")
+    if mode == "auto":
+        return "online" if wandb_key_configured() else "offline"
+    return mode
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Tracker:
+    """Writes every logging event to metrics.jsonl and (unless disabled) to W&B. Inert on ranks > 0."""
+
+    def __init__(self, cfg, run_dir: Path, figures: dict, state: dict, variant, *, enabled: bool = True):
+        self.enabled = enabled
+        self.run = None
+        self.run_id = state.get("wandb_id")
+        if not enabled:
+            return
+        self.metrics_path = run_dir / "metrics.jsonl"
+        # On resume, drop events logged after the checkpoint we resume from: they will be logged again.
+        kept = [r for r in read_metrics(run_dir) if r["step"] <= state["step"]]
+        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.metrics_path)
+        self._file = open(self.metrics_path, "a")
+
+        mode = resolve_mode(cfg.logger.mode)
+        if mode == "disabled":
+            return
+        import wandb
+
+        self.run_id = self.run_id or secrets.token_hex(4)  # fixed id: a resumed job continues the same W&B run
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["derived"] = figures
+        tags = ["gated" if variant.gated else "non-gated", cfg.model.name, *cfg.logger.tags]
+        self.run = wandb.init(
+            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, name=cfg.name,
+            job_type="pretrain", tags=tags, config=config, dir=str(run_dir), id=self.run_id, resume="allow",
+            mode=mode, reinit="create_new",
+            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True, disable_git=True,
+                                    save_code=False, x_save_requirements=False),
+        )
+        self.run.define_metric("eval/log_perplexity", summary="min,last")
+        self.run.define_metric("train/loss", summary="last")
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.flush()
+        if self.run is not None:
+            self.run.log(values, step=step)
+
+    def summary(self, values: dict) -> None:
+        if self.run is not None:
+            for k, v in values.items():
+                if k != "eval/log_perplexity":  # define_metric keeps its min and last
+                    self.run.summary[k] = v
+
+    def finish(self, exit_code: int = 0, preempted: bool = False) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        if self.run is not None:
+            if preempted:
+                self.run.mark_preempting()
+            self.run.finish(exit_code=exit_code)
+            self.run = None
