@@ -118,10 +118,10 @@ class Config:
 ConfigStore.instance().store(name="config_schema", node=Config)
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "config"):
-    """Compose the real conf tree outside a Hydra app (tests, scripts, `python -m glu_study.ffn`)."""
+def compose(overrides: list[str] | None = None, config_name: str = "config", config_dir: Path = CONF_DIR):
+    """Compose the real conf tree outside a Hydra app (tests, scripts)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
