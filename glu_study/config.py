@@ -64,7 +64,7 @@ class DataConfig:
     # c4 (streamed from the hub; dataset_path/data_files let tests run the same loader on local files)
     dataset_path: str = "allenai/c4"
     dataset_name: str | None = "en"
-    data_files: dict[str, Any] | None = None
+    data_files: dict[str, Any] = field(default_factory=dict)  # e.g. {train: a.json, validation: b.json}
     max_train_documents: int = 200_000
     max_heldout_documents: int = 5_000
     # tokenizer training

@@ -509,10 +509,14 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
 
 
 def load_hf_tokenizer(spiece_model: str | Path):
-    """The tokenizer users load from an export: `transformers.T5Tokenizer(vocab_file=.../spiece.model)`."""
+    """The tokenizer users load from an export.
+
+    transformers 5 converts a SentencePiece file only in `from_pretrained` (a directory holding
+    spiece.model); `T5Tokenizer(vocab_file=...)` there silently builds a 104-token placeholder vocabulary.
+    """
     from transformers import T5Tokenizer
 
-    return T5Tokenizer(vocab_file=str(spiece_model), extra_ids=100, legacy=False)
+    return T5Tokenizer.from_pretrained(str(Path(spiece_model).parent), extra_ids=100)
 
 
 # ---------------------------------------------------------------------------------------------------------
