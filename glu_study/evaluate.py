@@ -24,8 +24,8 @@ from glu_study.train import heldout_log_perplexity, list_checkpoints, load_check
 def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> dict:
     run_dir = Path(run_dir).resolve()
     cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such run directory")
     checkpoints = list_checkpoints(run_dir)
     if checkpoints:
         step, path = checkpoints[-1]
@@ -35,7 +35,7 @@ def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> di
         model = build_model(cfg.model, check_variant_config(cfg.ffn), data.vocab_size, cfg.seed)
         model.load_state_dict(ckpt["model"])
         source = str(path)
-    elif (run_dir / "model" / "config.json").is_file():
+    elif (run_dir / "model" / "config.json").is_file() and cfg_path.is_file():
         cfg = OmegaConf.load(cfg_path)
         data = PretrainData(cfg.data, log=lambda *a: None)
         model = T5ForConditionalGeneration.from_pretrained(run_dir / "model")
@@ -43,7 +43,7 @@ def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> di
         step = json.loads(summary.read_text())["steps"] if summary.exists() else -1
         source = str(run_dir / "model")
     else:
-        raise DataError(f"{run_dir} has neither a checkpoint nor an exported model")
+        raise DataError(f"{run_dir} has neither a checkpoint nor an exported model with its .hydra/config.yaml")
     dev = torch.device(device)
     model.to(dev)
     value = heldout_log_perplexity(model, data, dev, cfg.trainer.precision, batch_size)

@@ -324,6 +324,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     schedule = make_schedule(optimizer, t)
 
     state = {"step": 0, "data_position": 0, "wandb_id": None, "best_eval": None, "wall_s": 0.0}
+    if info.is_main:  # leftovers of a save that was killed half-way: never complete, never loaded
+        for stale in (run_dir / "checkpoints").glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     checkpoints = list_checkpoints(run_dir)
     if checkpoints:
         step, path = checkpoints[-1]

@@ -1,0 +1,214 @@
+"""Issue 4: the training loop, held-out evaluation, W&B records, exact resume and faults."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import T5ForConditionalGeneration
+
+from glu_study.config import compose
+from glu_study.data import load_hf_tokenizer
+from glu_study.evaluate import evaluate_run
+from glu_study.tracking import read_metrics
+from glu_study.train import (
+    ConfigError,
+    NonFiniteLossError,
+    heldout_log_perplexity,
+    list_checkpoints,
+    load_checkpoint,
+    rsqrt_schedule,
+    train,
+)
+
+from .conftest import ROOT, TINY, run_cli
+
+
+def evals(run_dir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["eval/log_perplexity"]) for r in read_metrics(run_dir)
+            if "eval/log_perplexity" in r and "source" not in r]
+
+
+def test_rsqrt_schedule_shape():
+    # plateau at 1/sqrt(warmup), inverse square root after it, linear to zero over the last 10%
+    assert rsqrt_schedule(0, 10_000, 100_000, 0.1) == rsqrt_schedule(9_999, 10_000, 100_000, 0.1) == 0.01
+    assert rsqrt_schedule(40_000, 10_000, 100_000, 0.1) == pytest.approx(0.005)
+    assert rsqrt_schedule(95_000, 10_000, 100_000, 0.1) == pytest.approx(0.5 / 95_000**0.5)
+    assert rsqrt_schedule(100_000, 10_000, 100_000, 0.1) == 0.0
+
+
+def test_short_run_lowers_heldout_log_perplexity(tmp_path):
+    cfg = compose([*TINY, "trainer.max_steps=30", "trainer.eval_every=10", "trainer.log_every=5"])
+    summary = train(cfg, tmp_path)
+    curve = evals(tmp_path)
+    assert [s for s, _ in curve] == [0, 10, 20, 30]
+    assert curve[-1][1] < curve[0][1] - 0.5
+    assert summary["eval/log_perplexity"] == curve[-1][1]
+    assert summary["steps"] == 30 and summary["ffn"] == "relu"
+    for key in ("params", "non_embedding_params", "d_ff", "tokens_seen", "train/tokens_per_s", "wall_s", "seed"):
+        assert key in summary
+    logged = [r for r in read_metrics(tmp_path) if "train/loss" in r]
+    assert [r["step"] for r in logged] == [5, 10, 15, 20, 25, 30]
+    assert all({"train/lr", "train/tokens_per_s"} <= set(r) for r in logged)
+    assert len(list_checkpoints(tmp_path)) == cfg.trainer.keep_checkpoints
+
+
+def test_export_loads_in_transformers_and_reproduces_eval(tmp_path, tiny_data):
+    cfg = compose([*TINY, "ffn=swiglu"])
+    summary = train(cfg, tmp_path)
+    model = T5ForConditionalGeneration.from_pretrained(tmp_path / "model")
+    assert model.config.feed_forward_proj == "gated-silu"
+    tok = load_hf_tokenizer(tmp_path / "model" / "spiece.model")
+    assert len(tok) == model.config.vocab_size
+    value = heldout_log_perplexity(model, tiny_data, torch.device("cpu"), "fp32", 8)
+    assert value == pytest.approx(summary["eval/log_perplexity"], abs=1e-6)
+    # and the evaluate command agrees, reading the latest checkpoint, and records its figure
+    result = evaluate_run(tmp_path, batch_size=8)
+    assert result["eval/log_perplexity"] == pytest.approx(summary["eval/log_perplexity"], abs=1e-6)
+    assert read_metrics(tmp_path)[-1]["source"] == "evaluate"
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(compose(TINY), tmp_path)
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(compose([*TINY, "ffn=swiglu"]), tmp_path)
+
+
+def test_nan_guard_stops_with_diagnostic_checkpoint(tmp_path):
+    cfg = compose([*TINY, "trainer.optimizer=adamw", "trainer.schedule=constant", "trainer.lr=1e30"])
+    with pytest.raises(NonFiniteLossError, match="diagnostic checkpoint"):
+        train(cfg, tmp_path)
+    diag = sorted((tmp_path / "checkpoints").glob("diagnostic_step_*"))
+    assert diag and load_checkpoint(diag[0])["state"]["step"] >= 1
+    assert not (tmp_path / "summary.json").exists()
+    assert not {p for _, p in list_checkpoints(tmp_path)} & set(diag)  # never picked up by resume
+
+
+def test_nan_guard_cli_exit_code(tmp_path):
+    r = run_cli("glu_study.train", *TINY, "trainer.optimizer=adamw", "trainer.schedule=constant",
+                "trainer.lr=1e30", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 3, r.stderr
+    assert "loss is nan" in r.stderr or "loss is inf" in r.stderr
+
+
+def _popen_train(run_dir: Path, *overrides) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "glu_study.train", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc, timeout=180):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+LONG = ["trainer.max_steps=40", "trainer.checkpoint_every=4", "trainer.eval_every=8", "trainer.log_every=4"]
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    r = run_cli("glu_study.train", *TINY, *LONG, f"hydra.run.dir={straight}")
+    assert r.returncode == 0, r.stderr
+
+    proc = _popen_train(killed, *LONG)
+    _wait_for(lambda: list_checkpoints(killed) and list_checkpoints(killed)[-1][0] >= 8, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    r = run_cli("glu_study.train", *TINY, *LONG, f"hydra.run.dir={killed}")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout
+
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (straight, killed))
+    assert a["eval/log_perplexity"] == b["eval/log_perplexity"]
+    assert evals(straight) == evals(killed)
+    wa, wb = (load_file(d / "model" / "model.safetensors") for d in (straight, killed))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bitwise
+
+
+def test_kill_during_checkpoint_writes_never_leaves_a_broken_checkpoint(tmp_path):
+    """Kill repeatedly while checkpointing every step; every checkpoint resume can see must load."""
+    overrides = ["trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.keep_checkpoints=2"]
+    for delay in (0.0, 0.13, 0.31):
+        proc = _popen_train(tmp_path, *overrides)
+        before = list_checkpoints(tmp_path)[-1][0] if list_checkpoints(tmp_path) else 0
+        _wait_for(lambda: list_checkpoints(tmp_path) and list_checkpoints(tmp_path)[-1][0] > before, proc)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for _, path in list_checkpoints(tmp_path):
+            assert load_checkpoint(path)["state"]["step"] >= 1
+    # a stale half-written temporary directory is ignored, then cleaned up by the next run
+    stale = tmp_path / "checkpoints" / ".tmp-step_999-abc"
+    stale.mkdir()
+    (stale / "state.pt").write_bytes(b"\x80\x02truncated")
+    r = run_cli("glu_study.train", *TINY, *overrides, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 30
+
+
+def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):
+    proc = _popen_train(tmp_path, *LONG)
+    _wait_for(lambda: bool(list_checkpoints(tmp_path)), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGTERM" in out
+    assert not (tmp_path / "summary.json").exists()
+    step = list_checkpoints(tmp_path)[-1][0]
+    assert 4 <= step < 40
+    r = run_cli("glu_study.train", *TINY, *LONG, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0 and f"from step {step}" in r.stdout
+
+
+def _leet_summary(run_dir: Path) -> dict:
+    wandb_bin = Path(sys.executable).parent / "wandb"
+    r = subprocess.run([str(wandb_bin), "leet", "inspect", "--summary", "--json", str(run_dir / "wandb" / "latest-run")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _leet_history(run_dir: Path) -> list[dict]:
+    wandb_bin = Path(sys.executable).parent / "wandb"
+    r = subprocess.run([str(wandb_bin), "leet", "inspect", "--json", str(run_dir / "wandb" / "latest-run")],
+                       capture_output=True, text=True, timeout=60)
+    records = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    return [rec["history"]["item"] for rec in records if rec.get("type") == "history"]
+
+
+def test_wandb_offline_run_read_back_by_wandb_tooling(tmp_path):
+    cfg = compose([*TINY, "ffn=geglu", "logger=offline", "logger.group=unit"])
+    summary = train(cfg, tmp_path)
+    s = _leet_summary(tmp_path)
+    assert s["state"] == "finished" and s["name"] == "geglu-s0"
+    assert s["config"]["ffn"]["name"] == "geglu" and s["config"]["derived"]["d_ff"] == 344
+    assert s["summary"]["eval/log_perplexity"]["last"] == pytest.approx(summary["eval/log_perplexity"])
+    hist = [h["eval/log_perplexity"] for h in _leet_history(tmp_path) if "eval/log_perplexity" in h]
+    assert hist == [v for _, v in evals(tmp_path)]
+
+
+def test_multirun_sweep_gives_one_run_dir_and_wandb_run_per_job(tmp_path):
+    r = run_cli("glu_study.train", "-m", *TINY, "ffn=relu,swiglu", "logger=offline",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    dirs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert dirs == ["relu-s0", "swiglu-s0"]
+    ids = set()
+    for d in dirs:
+        runs = list((tmp_path / d / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1
+        ids.add(runs[0].name.rsplit("-", 1)[-1])
+        assert _leet_summary(tmp_path / d)["config"]["ffn"]["name"] == d.split("-")[0]
+        assert (tmp_path / d / "summary.json").exists()
+    assert len(ids) == 2
