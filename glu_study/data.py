@@ -39,6 +39,7 @@ import torch
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 LABEL_PAD = -100  # ignored by T5's cross-entropy
+SPM_SEED = 20200212
 HARVESTER_VERSION = 1  # bump when the embedded-corpus extraction changes (invalidates caches)
 
 
@@ -149,7 +150,9 @@ def _replace_spans(tokens: np.ndarray, mask: np.ndarray, vocab_size: int) -> np.
     return np.concatenate([out[~mask | first], [EOS_ID]])
 
 
-def span_corrupt(tokens: np.ndarray, noise_mask: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+def span_corrupt(
+    tokens: np.ndarray, noise_mask: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Inputs keep the non-noise tokens with a sentinel per noise span; targets are the reverse. Both end in EOS.
 
     inputs  = nn_0 <x0> nn_1 <x1> ... nn_k <xk> EOS
@@ -270,7 +273,9 @@ def _file_paragraphs(path: str, min_chars: int) -> list[str]:
 
 def _harvest_root(args) -> list[tuple[str, list[str]]]:
     label, root, min_chars = args
-    return [(f"{label}/{os.path.relpath(p, root)}", _file_paragraphs(p, min_chars)) for p in _python_files(root)]
+    return [
+        (f"{label}/{os.path.relpath(p, root)}", _file_paragraphs(p, min_chars)) for p in _python_files(root)
+    ]
 
 
 def embedded_corpus(cfg) -> Path:
@@ -282,7 +287,10 @@ def embedded_corpus(cfg) -> Path:
     """
     roots = _source_roots(cfg)
     key = _fingerprint(
-        "embedded", HARVESTER_VERSION, [(lab, ver) for lab, ver, _ in roots], cfg.heldout_percent,
+        "embedded",
+        HARVESTER_VERSION,
+        [(lab, ver) for lab, ver, _ in roots],
+        cfg.heldout_percent,
         cfg.min_paragraph_chars,
     )
     final = Path(cfg.cache_dir) / "corpus" / f"embedded-{key}"
@@ -344,7 +352,9 @@ def _check_text_file(path: str) -> None:
     if not p.is_file():
         raise DataError(f"{path}: not a file")
     if p.suffix not in _LOADERS:
-        raise DataError(f"{path}: unsupported file type {p.suffix!r}; use one of {', '.join(sorted(_LOADERS))}")
+        raise DataError(
+            f"{path}: unsupported file type {p.suffix!r}; use one of {', '.join(sorted(_LOADERS))}"
+        )
     if p.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     if p.suffix == ".parquet":
@@ -423,8 +433,14 @@ def c4_corpus(cfg) -> Path:
     """
     import datasets
 
-    key = _fingerprint("c4", cfg.dataset_path, cfg.dataset_name, cfg.data_files, cfg.max_train_documents,
-                       cfg.max_heldout_documents)
+    key = _fingerprint(
+        "c4",
+        cfg.dataset_path,
+        cfg.dataset_name,
+        cfg.data_files,
+        cfg.max_train_documents,
+        cfg.max_heldout_documents,
+    )
     final = Path(cfg.cache_dir) / "corpus" / f"c4-{key}"
     if (final / "stats.json").exists():
         return final
@@ -439,7 +455,10 @@ def c4_corpus(cfg) -> Path:
     def take(split, n):
         return [row[cfg.text_field] for row in stream[split].take(n) if row[cfg.text_field].strip()]
 
-    train_docs, held_docs = take("train", cfg.max_train_documents), take("validation", cfg.max_heldout_documents)
+    train_docs, held_docs = (
+        take("train", cfg.max_train_documents),
+        take("validation", cfg.max_heldout_documents),
+    )
     if not train_docs or not held_docs:
         raise DataError(f"{cfg.dataset_path}: empty train or validation split")
     return _write_corpus(final, train_docs, held_docs)
@@ -473,7 +492,7 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
     """
     import sentencepiece as spm
 
-    key = _fingerprint("spm", corpus_dir.name, cfg.vocab_size, cfg.tokenizer_max_sentences)
+    key = _fingerprint("spm", corpus_dir.name, cfg.vocab_size, cfg.tokenizer_max_sentences, SPM_SEED)
     final = Path(cfg.cache_dir) / "tokenizer" / f"spm-{key}"
     if (final / "spiece.model").exists():
         return final / "spiece.model"
@@ -485,6 +504,9 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
                     yield line.strip()
 
     model = io.BytesIO()
+    # SentencePiece samples and shuffles input sentences with a random seed of its own: fix it, so the same
+    # corpus and settings always give the same tokenizer (and so the same token stream and eval set).
+    spm.set_random_generator_seed(SPM_SEED)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=sentences(),
@@ -542,8 +564,14 @@ def _tokenize_split(corpus_dir: Path, split: str, spiece_model: Path, cache_dir:
         return {"ids": [ids + [EOS_ID] for ids in sp.encode(batch["text"])]}
 
     # datasets writes the map result to a temporary file and renames it: a killed run leaves no partial cache.
-    tokenized = ds.map(encode, batched=True, batch_size=2000, remove_columns=ds.column_names,
-                       cache_file_name=str(map_cache), desc=f"tokenizing {split}")
+    tokenized = ds.map(
+        encode,
+        batched=True,
+        batch_size=2000,
+        remove_columns=ds.column_names,
+        cache_file_name=str(map_cache),
+        desc=f"tokenizing {split}",
+    )
     return np.asarray(tokenized.data.column("ids").combine_chunks().flatten(), dtype=np.int32)
 
 
@@ -592,14 +620,24 @@ class PretrainData:
                 f"data.eval_examples={cfg.eval_examples} needs more held-out text"
             )
         if n_train < 1:
-            raise DataError(f"the training split has {len(train):,} tokens, less than one {self.raw_length}-token chunk")
+            raise DataError(
+                f"the training split has {len(train):,} tokens, less than one {self.raw_length}-token chunk"
+            )
         # The incomplete tail chunk is dropped, so every example has exactly inputs_length / targets_length.
         self.train_chunks = train[: n_train * self.raw_length].reshape(n_train, self.raw_length)
-        self.eval_chunks = held[: cfg.eval_examples * self.raw_length].reshape(cfg.eval_examples, self.raw_length)
+        self.eval_chunks = held[: cfg.eval_examples * self.raw_length].reshape(
+            cfg.eval_examples, self.raw_length
+        )
         self.info = DataInfo(
-            vocab_size=self.vocab_size, raw_length=self.raw_length, inputs_length=cfg.inputs_length,
-            targets_length=self.targets_length, train_tokens=len(train), heldout_tokens=len(held),
-            train_examples=n_train, spiece_model=str(spiece_model), corpus_dir=str(corpus_dir),
+            vocab_size=self.vocab_size,
+            raw_length=self.raw_length,
+            inputs_length=cfg.inputs_length,
+            targets_length=self.targets_length,
+            train_tokens=len(train),
+            heldout_tokens=len(held),
+            train_examples=n_train,
+            spiece_model=str(spiece_model),
+            corpus_dir=str(corpus_dir),
         )
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
         log(
@@ -608,7 +646,9 @@ class PretrainData:
         )
 
     def _example(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        mask = random_spans_noise_mask(len(chunk), self.cfg.noise_density, self.cfg.mean_noise_span_length, rng)
+        mask = random_spans_noise_mask(
+            len(chunk), self.cfg.noise_density, self.cfg.mean_noise_span_length, rng
+        )
         return span_corrupt(chunk, mask, self.vocab_size)
 
     def _collate(self, pairs) -> dict[str, torch.Tensor]:
@@ -626,7 +666,9 @@ class PretrainData:
 
     def _permutation(self, seed: int, epoch: int) -> np.ndarray:
         if (seed, epoch) not in self._perm_cache:
-            self._perm_cache = {(seed, epoch): np.random.default_rng([seed, epoch]).permutation(len(self.train_chunks))}
+            self._perm_cache = {
+                (seed, epoch): np.random.default_rng([seed, epoch]).permutation(len(self.train_chunks))
+            }
         return self._perm_cache[(seed, epoch)]
 
     def train_example(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

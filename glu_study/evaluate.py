@@ -43,7 +43,9 @@ def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> di
         step = json.loads(summary.read_text())["steps"] if summary.exists() else -1
         source = str(run_dir / "model")
     else:
-        raise DataError(f"{run_dir} has neither a checkpoint nor an exported model with its .hydra/config.yaml")
+        raise DataError(
+            f"{run_dir} has neither a checkpoint nor an exported model with its .hydra/config.yaml"
+        )
     dev = torch.device(device)
     model.to(dev)
     value = heldout_log_perplexity(model, data, dev, cfg.trainer.precision, batch_size)
@@ -59,12 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m glu_study.evaluate run_dir=DIR [batch_size=32] [device=cpu]", file=sys.stderr)
         return 2
     try:
-        result = evaluate_run(Path(str(args.run_dir)), int(args.get("batch_size", 32)), str(args.get("device", "cpu")))
+        result = evaluate_run(
+            Path(str(args.run_dir)), int(args.get("batch_size", 32)), str(args.get("device", "cpu"))
+        )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"held-out log-perplexity of {result['checkpoint']} (step {result['step']}): "
-          f"{result['eval/log_perplexity']:.4f}")
+    print(
+        f"held-out log-perplexity of {result['checkpoint']} (step {result['step']}): "
+        f"{result['eval/log_perplexity']:.4f}"
+    )
     return 0
 
 

@@ -80,7 +80,9 @@ def param_counts(
         2 * d * inner
     )
     flops_tgt = (
-        2 * m.num_decoder_layers * (attn + 2 * targets_length * inner + 2 * d * inner + 2 * inputs_length * inner + ffn)
+        2
+        * m.num_decoder_layers
+        * (attn + 2 * targets_length * inner + 2 * d * inner + 2 * inputs_length * inner + ffn)
         + 2 * d * vocab_size
     )
     return {

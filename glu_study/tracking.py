@@ -67,16 +67,33 @@ class Tracker:
             return
         import wandb
 
-        self.run_id = self.run_id or secrets.token_hex(4)  # fixed id: a resumed job continues the same W&B run
+        self.run_id = self.run_id or secrets.token_hex(
+            4
+        )  # fixed id: a resumed job continues the same W&B run
         config = OmegaConf.to_container(cfg, resolve=True)
         config["derived"] = figures
         tags = ["gated" if variant.gated else "non-gated", cfg.model.name, *cfg.logger.tags]
         self.run = wandb.init(
-            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, name=cfg.name,
-            job_type="pretrain", tags=tags, config=config, dir=str(run_dir), id=self.run_id, resume="allow",
-            mode=mode, reinit="create_new",
-            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True, disable_git=True,
-                                    save_code=False, x_save_requirements=False),
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            group=cfg.logger.group,
+            name=cfg.name,
+            job_type="pretrain",
+            tags=tags,
+            config=config,
+            dir=str(run_dir),
+            id=self.run_id,
+            resume="allow",
+            mode=mode,
+            reinit="create_new",
+            settings=wandb.Settings(
+                console="off",
+                silent=True,
+                x_disable_stats=True,
+                disable_git=True,
+                save_code=False,
+                x_save_requirements=False,
+            ),
         )
         self.run.define_metric("eval/log_perplexity", summary="min,last")
         self.run.define_metric("train/loss", summary="last")

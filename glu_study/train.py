@@ -62,8 +62,12 @@ RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_
 
 
 def validate_trainer(t) -> None:
-    choices = {"precision": ("fp32", "bf16"), "optimizer": ("adafactor", "adamw"),
-               "schedule": ("rsqrt", "cosine", "constant"), "device": ("auto", "cpu", "cuda")}
+    choices = {
+        "precision": ("fp32", "bf16"),
+        "optimizer": ("adafactor", "adamw"),
+        "schedule": ("rsqrt", "cosine", "constant"),
+        "device": ("auto", "cpu", "cuda"),
+    }
     for key, valid in choices.items():
         if t[key] not in valid:
             raise ConfigError(f"trainer.{key}={t[key]!r} is not one of {', '.join(valid)}")
@@ -130,11 +134,20 @@ def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.opt
 
         # The paper's Adafactor: no momentum (beta1=None), update clipping at RMS 1.0, parameter-scaled
         # steps as in Mesh-TF, and the learning rate from our schedule rather than Adafactor's own.
-        return Adafactor(model.parameters(), lr=t.lr, beta1=None, clip_threshold=1.0, decay_rate=-0.8,
-                         scale_parameter=True, relative_step=False, warmup_init=False,
-                         weight_decay=t.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                             fused=device.type == "cuda")
+        return Adafactor(
+            model.parameters(),
+            lr=t.lr,
+            beta1=None,
+            clip_threshold=1.0,
+            decay_rate=-0.8,
+            scale_parameter=True,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=t.weight_decay,
+        )
+    return torch.optim.AdamW(
+        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda"
+    )
 
 
 def rsqrt_schedule(step: int, warmup_steps: int, max_steps: int, decay_fraction: float) -> float:
@@ -262,7 +275,9 @@ class _Stop:
 
 def derived_figures(cfg, variant, data: PretrainData, model) -> dict:
     counted = count_parameters(model)
-    shapes = param_counts(cfg.model, variant, data.vocab_size, data.info.inputs_length, data.info.targets_length)
+    shapes = param_counts(
+        cfg.model, variant, data.vocab_size, data.info.inputs_length, data.info.targets_length
+    )
     assert counted["params"] == shapes["params"], (counted, shapes)  # our arithmetic describes this model
     return {
         "params": counted["params"],
@@ -345,7 +360,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     ddp_model = model
     if info.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     fwd = torch.compile(ddp_model) if t.compile else ddp_model
 
     tracker = Tracker(cfg, run_dir, figures, state, variant, enabled=info.is_main)
@@ -354,10 +371,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     def checkpoint(name: str, keep) -> Path | None:
         if not info.is_main:
             return None
-        return save_checkpoint(run_dir, name, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "rng": _rng_state(), "state": dict(state), "config": resolved,
-        }, keep)
+        return save_checkpoint(
+            run_dir,
+            name,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": _rng_state(),
+                "state": dict(state),
+                "config": resolved,
+            },
+            keep,
+        )
 
     def evaluate() -> float:
         value = heldout_log_perplexity(model, data, device, t.precision, per_rank * t.grad_accum)
@@ -368,8 +394,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     stop = _Stop()
     model.train()
     tokens_per_example = data.info.inputs_length + data.targets_length
-    bar = tqdm(total=t.max_steps, initial=state["step"], desc=cfg.name, disable=not info.is_main,
-               dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=t.max_steps,
+        initial=state["step"],
+        desc=cfg.name,
+        disable=not info.is_main,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     loss_sum = torch.zeros((), device=device)  # accumulated on device: no host sync per step
     window_start, window_steps = time.perf_counter(), 0
     last_eval = None
@@ -379,7 +411,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         while state["step"] < t.max_steps:
             for micro in range(t.grad_accum):
                 start = state["data_position"] + (micro * info.world_size + info.rank) * per_rank
-                batch = {k: v.to(device, non_blocking=True) for k, v in data.train_batch(start, per_rank, cfg.seed).items()}
+                batch = {
+                    k: v.to(device, non_blocking=True)
+                    for k, v in data.train_batch(start, per_rank, cfg.seed).items()
+                }
                 sync = micro == t.grad_accum - 1 or info.world_size == 1
                 ctx = ddp_model.no_sync() if not sync else contextlib.nullcontext()
                 with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
@@ -408,8 +443,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                     raise NonFiniteLossError(
                         f"loss is {mean_loss} at step {state['step']}; diagnostic checkpoint in {path}"
                     )
-                tracker.log(state["step"], {"train/loss": mean_loss, "train/lr": schedule.get_last_lr()[0],
-                                            "train/tokens_per_s": tps})
+                tracker.log(
+                    state["step"],
+                    {
+                        "train/loss": mean_loss,
+                        "train/lr": schedule.get_last_lr()[0],
+                        "train/tokens_per_s": tps,
+                    },
+                )
                 bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
                 state["tokens_per_s"] = tps
                 loss_sum.zero_()
@@ -432,13 +473,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if last_eval is None:  # resumed a run that had already finished
         last_eval = evaluate()
     summary = {
-        "name": cfg.name, "ffn": variant.name, "seed": cfg.seed, "model": cfg.model.name,
-        "params": figures["params"], "non_embedding_params": figures["non_embedding_params"],
-        "d_ff": figures["d_ff"], "steps": state["step"],
+        "name": cfg.name,
+        "ffn": variant.name,
+        "seed": cfg.seed,
+        "model": cfg.model.name,
+        "params": figures["params"],
+        "non_embedding_params": figures["non_embedding_params"],
+        "d_ff": figures["d_ff"],
+        "steps": state["step"],
         "tokens_seen": state["data_position"] * tokens_per_example,
-        "eval/log_perplexity": last_eval, "eval/best_log_perplexity": state["best_eval"],
-        "train/tokens_per_s": state.get("tokens_per_s"), "wall_s": round(state["wall_s"], 3),
-        "world_size": info.world_size, "precision": t.precision,
+        "eval/log_perplexity": last_eval,
+        "eval/best_log_perplexity": state["best_eval"],
+        "train/tokens_per_s": state.get("tokens_per_s"),
+        "wall_s": round(state["wall_s"], 3),
+        "world_size": info.world_size,
+        "precision": t.precision,
     }
     if info.is_main:
         export_model(model, data.info.spiece_model, run_dir)

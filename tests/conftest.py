@@ -62,5 +62,6 @@ def tiny_data(session_cache):
 
 def run_cli(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m ...` in a child process from the repository root, capturing output."""
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+    )

@@ -21,7 +21,13 @@ def test_model_sizes_present():
     assert MODELS == ["t5_base", "t5_mini", "t5_small", "t5_tiny"]
     base = compose(["model=t5_base"]).model
     assert (base.d_model, base.num_layers, base.num_decoder_layers, base.num_heads, base.d_kv, base.d_ff) == (
-        768, 12, 12, 12, 64, 3072)
+        768,
+        12,
+        12,
+        12,
+        64,
+        3072,
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -35,13 +41,23 @@ def test_every_ffn_composes_with_every_model(model):
 
 def test_defaults():
     cfg = compose([])
-    assert (cfg.model.name, cfg.ffn.name, cfg.data.source, cfg.trainer.device) == ("t5_tiny", "relu", "embedded", "cpu")
+    assert (cfg.model.name, cfg.ffn.name, cfg.data.source, cfg.trainer.device) == (
+        "t5_tiny",
+        "relu",
+        "embedded",
+        "cpu",
+    )
     assert cfg.logger.mode == "auto"
 
 
-@pytest.mark.parametrize("group,options", [("data", ["embedded", "text_files", "c4"]),
-                                           ("trainer", ["cpu", "gpu"]),
-                                           ("logger", ["wandb", "offline", "disabled"])])
+@pytest.mark.parametrize(
+    "group,options",
+    [
+        ("data", ["embedded", "text_files", "c4"]),
+        ("trainer", ["cpu", "gpu"]),
+        ("logger", ["wandb", "offline", "disabled"]),
+    ],
+)
 def test_every_group_option_composes(group, options):
     for opt in options:
         compose([f"{group}={opt}"])

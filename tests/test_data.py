@@ -133,8 +133,15 @@ def test_batches_pad_only_where_t5_pads(tiny_data):
     assert (x != PAD_ID).all() and (y != LABEL_PAD).all()
     assert (x[:, -1] == EOS_ID).all() and (y[:, -1] == EOS_ID).all()
     # a short (final) chunk is padded at the end only: inputs with 0, labels with -100
-    short = tiny_data._collate([span_corrupt(np.arange(3, 33), random_spans_noise_mask(
-        30, 0.15, 3.0, np.random.default_rng(0)), tiny_data.vocab_size)])
+    short = tiny_data._collate(
+        [
+            span_corrupt(
+                np.arange(3, 33),
+                random_spans_noise_mask(30, 0.15, 3.0, np.random.default_rng(0)),
+                tiny_data.vocab_size,
+            )
+        ]
+    )
     xs, ys = short["input_ids"][0].numpy(), short["labels"][0].numpy()
     n_in, n_tg = int((xs != PAD_ID).sum()), int((ys != LABEL_PAD).sum())
     assert (xs[n_in:] == PAD_ID).all() and xs[n_in - 1] == EOS_ID
@@ -211,15 +218,26 @@ def test_default_embedded_corpus_is_at_least_20mb():
 
 
 def test_c4_loader_on_local_file_with_c4_schema(tmp_path):
-    rows = [{"text": text,
-             "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"} for i, text in enumerate(random_docs(60))]
+    rows = [
+        {"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}
+        for i, text in enumerate(random_docs(60))
+    ]
     for split, chunk in (("train", rows[:50]), ("validation", rows[50:])):
         with open(tmp_path / f"c4-{split}.json", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in chunk)
-    cfg = compose(["data=c4", "data.dataset_path=json", "data.dataset_name=null", "data.vocab_size=200",
-                   "data.inputs_length=64", "data.eval_examples=4", f"data.cache_dir={tmp_path / 'cache'}",
-                   f"+data.data_files.train={tmp_path / 'c4-train.json'}",
-                   f"+data.data_files.validation={tmp_path / 'c4-validation.json'}"]).data
+    cfg = compose(
+        [
+            "data=c4",
+            "data.dataset_path=json",
+            "data.dataset_name=null",
+            "data.vocab_size=200",
+            "data.inputs_length=64",
+            "data.eval_examples=4",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"+data.data_files.train={tmp_path / 'c4-train.json'}",
+            f"+data.data_files.validation={tmp_path / 'c4-validation.json'}",
+        ]
+    ).data
     data = PretrainData(cfg, log=lambda *a: None)
     assert data.info.train_examples > 10
     assert data.train_batch(0, 2, seed=0)["input_ids"].shape == (2, 64)
@@ -239,20 +257,36 @@ def test_text_files_formats(tmp_path, suffix):
         (tmp_path / "a.jsonl").write_text("".join(json.dumps({"content": d}) + "\n" for d in docs))
     else:
         (tmp_path / "a.txt").write_text("\n\n".join(docs))  # one document per paragraph
-    cfg = compose(["data=text_files", f"data.paths=[{tmp_path}/*.{suffix}]", "data.text_field=content",
-                   "data.vocab_size=150", "data.inputs_length=32", "data.eval_examples=2", "data.heldout_percent=10",
-                   f"data.cache_dir={tmp_path / 'cache'}"]).data
+    cfg = compose(
+        [
+            "data=text_files",
+            f"data.paths=[{tmp_path}/*.{suffix}]",
+            "data.text_field=content",
+            "data.vocab_size=150",
+            "data.inputs_length=32",
+            "data.eval_examples=2",
+            "data.heldout_percent=10",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ]
+    ).data
     data = PretrainData(cfg, log=lambda *a: None)
     corpus = Path(data.info.corpus_dir)
     n = sum(1 for _ in open(corpus / "train.jsonl")) + sum(1 for _ in open(corpus / "heldout.jsonl"))
     assert n == 200 and data.info.train_examples > 0
 
 
-@pytest.mark.parametrize("density,span,length,match", [
-    (0.0, 3.0, 64, "noise_density"), (1.0, 3.0, 64, "noise_density"), (-0.1, 3.0, 64, "noise_density"),
-    (0.15, 0.0, 64, "mean_noise_span_length"), (0.15, -2.0, 64, "mean_noise_span_length"),
-    (0.15, 3.0, 2, "inputs_length"), (0.01, 3.0, 16, "too small"),
-])
+@pytest.mark.parametrize(
+    "density,span,length,match",
+    [
+        (0.0, 3.0, 64, "noise_density"),
+        (1.0, 3.0, 64, "noise_density"),
+        (-0.1, 3.0, 64, "noise_density"),
+        (0.15, 0.0, 64, "mean_noise_span_length"),
+        (0.15, -2.0, 64, "mean_noise_span_length"),
+        (0.15, 3.0, 2, "inputs_length"),
+        (0.01, 3.0, 16, "too small"),
+    ],
+)
 def test_impossible_span_settings(density, span, length, match):
     with pytest.raises(DataError, match=match):
         validate_span_settings(length, density, span)
@@ -267,12 +301,14 @@ def test_bad_files(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait, tr\xe8s bien ".encode("latin-1") * 20)
     (tmp_path / "doc.pdf").write_text("not really")
-    cases = {"missing": ([str(tmp_path / "nope/*.txt")], "no file matches"),
-             "empty": ([str(tmp_path / "empty.txt")], "empty file"),
-             "binary": ([str(tmp_path / "binary.txt")], "binary"),
-             "latin1": ([str(tmp_path / "latin1.txt")], "not UTF-8"),
-             "type": ([str(tmp_path / "doc.pdf")], "unsupported file type")}
-    for name, (paths, match) in cases.items():
+    cases = {
+        "missing": ([str(tmp_path / "nope/*.txt")], "no file matches"),
+        "empty": ([str(tmp_path / "empty.txt")], "empty file"),
+        "binary": ([str(tmp_path / "binary.txt")], "binary"),
+        "latin1": ([str(tmp_path / "latin1.txt")], "not UTF-8"),
+        "type": ([str(tmp_path / "doc.pdf")], "unsupported file type"),
+    }
+    for paths, match in cases.values():
         with pytest.raises(DataError, match=match):
             prepare_corpus(_text_files_cfg(tmp_path, paths))
     with pytest.raises(DataError, match="needs data.paths"):
@@ -282,22 +318,45 @@ def test_bad_files(tmp_path):
 
 def test_tokenizer_vocab_too_large_is_a_clear_error(tmp_path):
     (tmp_path / "a.txt").write_text("\n\n".join(f"short text number {i} here" for i in range(40)))
-    cfg = compose(["data=text_files", f"data.paths=[{tmp_path}/a.txt]", "data.vocab_size=50000",
-                   "data.heldout_percent=30", f"data.cache_dir={tmp_path / 'cache'}"]).data
+    cfg = compose(
+        [
+            "data=text_files",
+            f"data.paths=[{tmp_path}/a.txt]",
+            "data.vocab_size=50000",
+            "data.heldout_percent=30",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ]
+    ).data
     with pytest.raises(DataError, match="vocab_size"):
         train_tokenizer(prepare_corpus(cfg), cfg)
-    assert not (tmp_path / "cache" / "tokenizer").exists() or not any((tmp_path / "cache" / "tokenizer").glob("spm-*"))
+    assert not (tmp_path / "cache" / "tokenizer").exists() or not any(
+        (tmp_path / "cache" / "tokenizer").glob("spm-*")
+    )
 
 
-@pytest.mark.parametrize("override,match", [
-    (["data.noise_density=1.5"], "noise_density"),
-    (["data.mean_noise_span_length=0"], "mean_noise_span_length"),
-    (["data.inputs_length=2"], "inputs_length"),
-    (["data=text_files", "data.paths=[/nonexistent/corpus/*.txt]"], "no file matches"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (["data.noise_density=1.5"], "noise_density"),
+        (["data.mean_noise_span_length=0"], "mean_noise_span_length"),
+        (["data.inputs_length=2"], "inputs_length"),
+        (["data=text_files", "data.paths=[/nonexistent/corpus/*.txt]"], "no file matches"),
+    ],
+)
 def test_bad_data_cli_exits_nonzero_before_work(tmp_path, override, match):
     run_dir = tmp_path / "run"
     r = run_cli("glu_study.train", *override, "logger=disabled", f"hydra.run.dir={run_dir}")
     assert r.returncode == 2, r.stderr
     assert match in r.stderr and r.stderr.strip().splitlines()[-1].startswith("error:")
     assert not run_dir.exists()
+
+
+def test_tokenizer_training_is_deterministic(tmp_path, tiny_data):
+    """Same corpus and settings -> byte-identical spiece.model (SentencePiece's sampling seed is fixed)."""
+    import shutil
+
+    cfg = compose([*TINY, "data.tokenizer_max_sentences=5000"]).data
+    corpus = Path(tiny_data.info.corpus_dir)
+    first = train_tokenizer(corpus, cfg).read_bytes()
+    shutil.rmtree(train_tokenizer(corpus, cfg).parent)
+    assert train_tokenizer(corpus, cfg).read_bytes() == first

@@ -34,9 +34,16 @@ def test_paper_variants_in_paper_order():
 
 
 def test_feed_forward_proj_strings_are_hf_names():
-    expected = {"relu": "relu", "gelu": "gelu_pytorch_tanh", "swish": "silu", "glu": "gated-sigmoid",
-                "bilinear": "gated-linear", "geglu": "gated-gelu_pytorch_tanh", "swiglu": "gated-silu",
-                "reglu": "gated-relu"}
+    expected = {
+        "relu": "relu",
+        "gelu": "gelu_pytorch_tanh",
+        "swish": "silu",
+        "glu": "gated-sigmoid",
+        "bilinear": "gated-linear",
+        "geglu": "gated-gelu_pytorch_tanh",
+        "swiglu": "gated-silu",
+        "reglu": "gated-relu",
+    }
     assert {n: get_variant(n).feed_forward_proj for n in PAPER_VARIANTS} == expected
 
 

@@ -32,8 +32,11 @@ from .conftest import ROOT, TINY, run_cli
 
 
 def evals(run_dir: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["eval/log_perplexity"]) for r in read_metrics(run_dir)
-            if "eval/log_perplexity" in r and "source" not in r]
+    return [
+        (r["step"], r["eval/log_perplexity"])
+        for r in read_metrics(run_dir)
+        if "eval/log_perplexity" in r and "source" not in r
+    ]
 
 
 def test_rsqrt_schedule_shape():
@@ -52,7 +55,15 @@ def test_short_run_lowers_heldout_log_perplexity(tmp_path):
     assert curve[-1][1] < curve[0][1] - 0.5
     assert summary["eval/log_perplexity"] == curve[-1][1]
     assert summary["steps"] == 30 and summary["ffn"] == "relu"
-    for key in ("params", "non_embedding_params", "d_ff", "tokens_seen", "train/tokens_per_s", "wall_s", "seed"):
+    for key in (
+        "params",
+        "non_embedding_params",
+        "d_ff",
+        "tokens_seen",
+        "train/tokens_per_s",
+        "wall_s",
+        "seed",
+    ):
         assert key in summary
     logged = [r for r in read_metrics(tmp_path) if "train/loss" in r]
     assert [r["step"] for r in logged] == [5, 10, 15, 20, 25, 30]
@@ -92,15 +103,26 @@ def test_nan_guard_stops_with_diagnostic_checkpoint(tmp_path):
 
 
 def test_nan_guard_cli_exit_code(tmp_path):
-    r = run_cli("glu_study.train", *TINY, "trainer.optimizer=adamw", "trainer.schedule=constant",
-                "trainer.lr=1e30", f"hydra.run.dir={tmp_path}")
+    r = run_cli(
+        "glu_study.train",
+        *TINY,
+        "trainer.optimizer=adamw",
+        "trainer.schedule=constant",
+        "trainer.lr=1e30",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert r.returncode == 3, r.stderr
     assert "loss is nan" in r.stderr or "loss is inf" in r.stderr
 
 
 def _popen_train(run_dir: Path, *overrides) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "glu_study.train", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "glu_study.train", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, proc, timeout=180):
@@ -141,7 +163,7 @@ def test_kill_during_checkpoint_writes_never_leaves_a_broken_checkpoint(tmp_path
     for delay in (0.0, 0.13, 0.31):
         proc = _popen_train(tmp_path, *overrides)
         before = list_checkpoints(tmp_path)[-1][0] if list_checkpoints(tmp_path) else 0
-        _wait_for(lambda: list_checkpoints(tmp_path) and list_checkpoints(tmp_path)[-1][0] > before, proc)
+        _wait_for(lambda b=before: list_checkpoints(tmp_path) and list_checkpoints(tmp_path)[-1][0] > b, proc)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -173,16 +195,24 @@ def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):
 
 def _leet_summary(run_dir: Path) -> dict:
     wandb_bin = Path(sys.executable).parent / "wandb"
-    r = subprocess.run([str(wandb_bin), "leet", "inspect", "--summary", "--json", str(run_dir / "wandb" / "latest-run")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(wandb_bin), "leet", "inspect", "--summary", "--json", str(run_dir / "wandb" / "latest-run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
 def _leet_history(run_dir: Path) -> list[dict]:
     wandb_bin = Path(sys.executable).parent / "wandb"
-    r = subprocess.run([str(wandb_bin), "leet", "inspect", "--json", str(run_dir / "wandb" / "latest-run")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(wandb_bin), "leet", "inspect", "--json", str(run_dir / "wandb" / "latest-run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     records = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     return [rec["history"]["item"] for rec in records if rec.get("type") == "history"]
 
@@ -199,8 +229,9 @@ def test_wandb_offline_run_read_back_by_wandb_tooling(tmp_path):
 
 
 def test_multirun_sweep_gives_one_run_dir_and_wandb_run_per_job(tmp_path):
-    r = run_cli("glu_study.train", "-m", *TINY, "ffn=relu,swiglu", "logger=offline",
-                f"hydra.sweep.dir={tmp_path}")
+    r = run_cli(
+        "glu_study.train", "-m", *TINY, "ffn=relu,swiglu", "logger=offline", f"hydra.sweep.dir={tmp_path}"
+    )
     assert r.returncode == 0, r.stderr
     dirs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert dirs == ["relu-s0", "swiglu-s0"]
