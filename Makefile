@@ -30,5 +30,9 @@ lint: install
 	$(VENV)/bin/ruff check glu_study tests scripts
 	$(VENV)/bin/ruff format --check glu_study tests scripts
 
+# Regenerate reports/table1_cpu from the raw run records committed beside it (byte-for-byte).
+report: install
+	$(PY) -m glu_study.report reports/table1_cpu/runs --out reports/table1_cpu
+
 clean:
 	rm -rf runs outputs .pytest_cache
