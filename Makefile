@@ -34,5 +34,10 @@ lint: install
 report: install
 	$(PY) -m glu_study.report reports/table1_cpu/runs --out reports/table1_cpu
 
+# The activation gallery and the quick MLP comparison (reports/figures, reports/mlp).
+figures: install
+	$(PY) -m glu_study.gallery
+	$(PY) -m glu_study.mlp
+
 clean:
 	rm -rf runs outputs .pytest_cache

@@ -1,0 +1,123 @@
+"""The activation-function background of the study, drawn with the very activations the models run.
+
+    python -m glu_study.gallery [--out reports/figures]
+
+activations.png: each activation and its derivative (by autograd) on [-5, 5] — sigmoid, tanh, ReLU, LeakyReLU,
+ELU, GELU (exact erf and the tanh approximation), Swish/SiLU, Mish. gated_units.png: the response surface
+phi(a) * b of GLU, Bilinear, ReGLU, GEGLU and SwiGLU, where a = xW and b = xV are the two projections.
+Every curve comes from `glu_study.ffn.activation_fn`, i.e. the HF ACT2FN object the T5 block applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from glu_study.ffn import activation_fn, get_variant
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (label, registry variant whose activation is drawn)
+ACTIVATIONS = [
+    ("sigmoid", "sigmoid"),
+    ("tanh", "tanh"),
+    ("ReLU", "relu"),
+    ("LeakyReLU (0.01)", "leaky_relu"),
+    ("ELU", "elu"),
+    ("GELU, exact erf", "gelu_erf"),
+    ("GELU, tanh approx.", "gelu"),
+    ("Swish / SiLU", "swish"),
+    ("Mish", "mish"),
+]
+GATED = ["glu", "bilinear", "reglu", "geglu", "swiglu"]
+
+
+def curve(variant: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f(x), f'(x)) of a variant's activation, the derivative by autograd."""
+    x = x.clone().requires_grad_(True)
+    y = activation_fn(variant)(x)
+    (dy,) = torch.autograd.grad(y.sum(), x)
+    return y.detach(), dy
+
+
+def gelu_tanh_vs_erf_max_diff(lo: float = -5.0, hi: float = 5.0, n: int = 100_001) -> tuple[float, float]:
+    x = torch.linspace(lo, hi, n, dtype=torch.float64)
+    diff = (activation_fn("gelu")(x) - activation_fn("gelu_erf")(x)).abs()
+    i = int(diff.argmax())
+    return float(diff[i]), float(x[i])
+
+
+def gated_surface(variant: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """phi(a) * b: the gated unit's output for gate pre-activation a and linear branch b."""
+    return activation_fn(variant)(a) * b
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches="tight")
+
+
+def plot_activations(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = torch.linspace(-5, 5, 1001)
+    fig, axes = plt.subplots(3, 3, figsize=(11, 9), sharex=True)
+    for ax, (label, variant) in zip(axes.flat, ACTIVATIONS, strict=True):
+        y, dy = curve(variant, x)
+        ax.plot(x.numpy(), y.numpy(), label="f(x)")
+        ax.plot(x.numpy(), dy.numpy(), "--", label="f'(x)")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.set_title(f"{label}  [{get_variant(variant).activation}]", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    err, at = gelu_tanh_vs_erf_max_diff()
+    fig.suptitle(f"Activations and derivatives on [-5, 5]; |GELU_tanh - GELU_erf| <= {err:.2e} (at x = {at:.3f})")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_gated_units(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = torch.linspace(-3, 3, 241)
+    a, b = torch.meshgrid(g, g, indexing="xy")
+    fig, axes = plt.subplots(1, len(GATED), figsize=(4 * len(GATED), 3.8))
+    for ax, v in zip(axes, GATED, strict=True):
+        z = gated_surface(v, a, b).numpy()
+        lim = float(abs(z).max())
+        im = ax.pcolormesh(a.numpy(), b.numpy(), z, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
+        ax.contour(a.numpy(), b.numpy(), z, levels=9, colors="k", linewidths=0.4)
+        ax.set_title(f"{get_variant(v).paper_name}: phi(a)·b")
+        ax.set_xlabel("a = xW (gate)")
+        ax.set_ylabel("b = xV")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m glu_study.gallery", description="Activation and gated-unit figures.")
+    p.add_argument("--out", type=Path, default=ROOT / "reports" / "figures")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_activations(args.out / "activations.png")
+    plot_gated_units(args.out / "gated_units.png")
+    err, at = gelu_tanh_vs_erf_max_diff()
+    print(f"max |GELU tanh approximation - GELU exact erf| on [-5, 5]: {err:.3e} at x = {at:.4f}")
+    print(f"wrote {args.out / 'activations.png'} and {args.out / 'gated_units.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
