@@ -32,7 +32,7 @@ lint: install
 
 # Regenerate reports/table1_cpu from the raw run records committed beside it (byte-for-byte).
 report: install
-	$(PY) -m glu_study.report reports/table1_cpu/runs --out reports/table1_cpu
+	$(PY) -m glu_study.report reports/table1_cpu/runs --out reports/table1_cpu --readme README.md
 
 # The activation gallery and the quick MLP comparison (reports/figures, reports/mlp).
 figures: install

@@ -355,12 +355,25 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> dict[st
     return stats
 
 
+def update_readme(readme: Path, experiment: str, table_md: str) -> None:
+    """Replace the text between `<!-- <experiment>:begin -->` and `<!-- <experiment>:end -->` in the README with
+    the generated table and reading, so the README shows the committed study without a hand-typed number."""
+    begin, end = f"<!-- {experiment}:begin -->", f"<!-- {experiment}:end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        raise KeyError(f"{readme} has no {begin} ... {end} markers")
+    body = table_md.split("\n", 2)[2]  # drop the "# Table 1 reproduction" heading
+    head, rest = text.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{body.rstrip()}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m glu_study.report", description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="*", type=Path, help="run directories or sweep directories")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs through the W&B Public API instead")
     p.add_argument("--group", help="W&B group (experiment) to read; default: all finished runs")
     p.add_argument("--out", type=Path, help="output directory (default: reports/<experiment>)")
+    p.add_argument("--readme", type=Path, help="also refresh this README's <!-- <experiment>:begin/end --> section")
     args = p.parse_args(argv)
     try:
         if args.wandb:
@@ -382,7 +395,14 @@ def main(argv: list[str] | None = None) -> int:
     if run_dirs:
         copy_raw_records(run_dirs, out_dir / "runs")
     stats = write_report(records, out_dir, experiment)
-    print((out_dir / "table1.md").read_text())
+    table_md = (out_dir / "table1.md").read_text()
+    if args.readme:
+        try:
+            update_readme(args.readme, experiment, table_md)
+        except KeyError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(table_md)
     print(f"wrote {out_dir}/table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)")
     return 0
 

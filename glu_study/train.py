@@ -461,7 +461,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 last_eval = evaluate()
             if state["step"] % t.checkpoint_every == 0 or done:
                 checkpoint(f"step_{state['step']}", keep=t.keep_checkpoints)
-            if _any_rank(stop.requested, device, info):
+            # Across ranks, agree on stopping only at log intervals: a collective every step would be a host sync.
+            check = info.world_size == 1 or state["step"] % t.log_every == 0 or done
+            if check and _any_rank(stop.requested, device, info):
                 checkpoint(f"step_{state['step']}", keep=t.keep_checkpoints)
                 log(f"\nSIGTERM: checkpoint saved at step {state['step']}; run the same command to resume")
                 tracker.finish(exit_code=0, preempted=True)
@@ -470,7 +472,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         bar.close()
         stop.restore()
 
-    if last_eval is None:  # resumed a run that had already finished
+    if last_eval is None and info.is_main:  # resumed a run that had already finished
         last_eval = evaluate()
     summary = {
         "name": cfg.name,
@@ -497,6 +499,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log(f"final held-out log-perplexity ({cfg.name}, step {state['step']}): {last_eval:.4f}")
     if info.world_size > 1:
         dist.barrier()
+        dist.destroy_process_group()
     return summary
 
 

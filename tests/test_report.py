@@ -116,3 +116,23 @@ def test_in_process_train_is_reportable(tmp_path):
     train(compose([*TINY, "trainer.max_steps=3"]), tmp_path / "relu-s0")
     assert report_main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert Path(tmp_path / "out" / "runs" / "relu-s0" / "summary.json").exists()
+
+
+def test_readme_section_refreshed_from_report(sweep_dir, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- tiny_table:begin -->\nold\n<!-- tiny_table:end -->\noutro\n")
+    assert report_main([str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- tiny_table:begin -->\n") and text.endswith("<!-- tiny_table:end -->\noutro\n")
+    assert "old" not in text and "| FFN_SwiGLU |" in text
+    assert report_main([str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(tmp_path / "r" / "table1.md")]) == 2
+
+
+def test_make_report_reproduces_committed_files(tmp_path):
+    """`make report` on the committed raw records gives the committed table, CSV and figures byte for byte."""
+    committed = ROOT / "reports" / "table1_cpu"
+    if not (committed / "runs").is_dir():
+        pytest.skip("reports/table1_cpu not committed yet")
+    assert report_main([str(committed / "runs"), "--out", str(tmp_path)]) == 0
+    for name in ("table1.md", "runs.csv", "curves.png", "ranking.png"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name

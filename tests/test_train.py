@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -243,3 +244,13 @@ def test_multirun_sweep_gives_one_run_dir_and_wandb_run_per_job(tmp_path):
         assert _leet_summary(tmp_path / d)["config"]["ffn"]["name"] == d.split("-")[0]
         assert (tmp_path / d / "summary.json").exists()
     assert len(ids) == 2
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_on_cuda_matches_fp32(tmp_path):
+    """On a GPU: bf16 autocast trains, and its held-out figure stays close to an fp32 run's."""
+    base = [*TINY, "trainer.device=cuda", "trainer.max_steps=20", "trainer.eval_every=20"]
+    fp32 = train(compose([*base, "trainer.precision=fp32"]), tmp_path / "fp32")
+    bf16 = train(compose([*base, "trainer.precision=bf16"]), tmp_path / "bf16")
+    assert math.isfinite(bf16["eval/log_perplexity"])
+    assert abs(bf16["eval/log_perplexity"] - fp32["eval/log_perplexity"]) < 0.05
