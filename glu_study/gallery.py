@@ -77,7 +77,9 @@ def plot_activations(path: Path) -> None:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     err, at = gelu_tanh_vs_erf_max_diff()
-    fig.suptitle(f"Activations and derivatives on [-5, 5]; |GELU_tanh - GELU_erf| <= {err:.2e} (at x = {at:.3f})")
+    fig.suptitle(
+        f"Activations and derivatives on [-5, 5]; |GELU_tanh - GELU_erf| <= {err:.2e} (at x = {at:.3f})"
+    )
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -107,7 +109,9 @@ def plot_gated_units(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m glu_study.gallery", description="Activation and gated-unit figures.")
+    p = argparse.ArgumentParser(
+        prog="python -m glu_study.gallery", description="Activation and gated-unit figures."
+    )
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "figures")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -70,10 +70,20 @@ def read_run_dir(run_dir: Path) -> RunRecord:
             if METRIC in r and "source" not in r:  # `evaluate` re-checks are not part of the curve
                 curve.append((int(r["step"]), float(r[METRIC])))
     return RunRecord(
-        name=s["name"], ffn=s["ffn"], seed=int(s["seed"]), model=s["model"], group=_group_of(run_dir),
-        params=int(s["params"]), non_embedding_params=int(s["non_embedding_params"]), d_ff=int(s["d_ff"]),
-        steps=int(s["steps"]), tokens_seen=int(s["tokens_seen"]), final=float(s[METRIC]),
-        tokens_per_s=s.get("train/tokens_per_s"), wall_s=s.get("wall_s"), curve=curve,
+        name=s["name"],
+        ffn=s["ffn"],
+        seed=int(s["seed"]),
+        model=s["model"],
+        group=_group_of(run_dir),
+        params=int(s["params"]),
+        non_embedding_params=int(s["non_embedding_params"]),
+        d_ff=int(s["d_ff"]),
+        steps=int(s["steps"]),
+        tokens_seen=int(s["tokens_seen"]),
+        final=float(s[METRIC]),
+        tokens_per_s=s.get("train/tokens_per_s"),
+        wall_s=s.get("wall_s"),
+        curve=curve,
     )
 
 
@@ -83,7 +93,9 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such directory")
-        found.extend([p] if (p / "summary.json").is_file() else sorted(q.parent for q in p.rglob("summary.json")))
+        found.extend(
+            [p] if (p / "summary.json").is_file() else sorted(q.parent for q in p.rglob("summary.json"))
+        )
     if not found:
         raise FileNotFoundError(f"no finished runs (summary.json) under {', '.join(map(str, paths))}")
     return found
@@ -103,12 +115,24 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
         final = s.get(METRIC)
         final = final.get("last") if isinstance(final, dict) else final
         curve = [(int(row["_step"]), float(row[METRIC])) for row in run.scan_history(keys=["_step", METRIC])]
-        records.append(RunRecord(
-            name=run.name, ffn=c["ffn"]["name"], seed=int(c["seed"]), model=c["model"]["name"], group=run.group,
-            params=int(s["params"]), non_embedding_params=int(s["non_embedding_params"]), d_ff=int(s["d_ff"]),
-            steps=int(s["steps"]), tokens_seen=int(s["tokens_seen"]), final=float(final),
-            tokens_per_s=s.get("train/tokens_per_s"), wall_s=s.get("wall_s"), curve=curve,
-        ))
+        records.append(
+            RunRecord(
+                name=run.name,
+                ffn=c["ffn"]["name"],
+                seed=int(c["seed"]),
+                model=c["model"]["name"],
+                group=run.group,
+                params=int(s["params"]),
+                non_embedding_params=int(s["non_embedding_params"]),
+                d_ff=int(s["d_ff"]),
+                steps=int(s["steps"]),
+                tokens_seen=int(s["tokens_seen"]),
+                final=float(final),
+                tokens_per_s=s.get("train/tokens_per_s"),
+                wall_s=s.get("wall_s"),
+                curve=curve,
+            )
+        )
     return records
 
 
@@ -143,8 +167,13 @@ def compute_stats(records: list[RunRecord], baseline: str = "relu") -> dict[str,
     out: dict[str, VariantStats] = {}
     for v in order:
         vals = np.array([by_ffn[v][s].final for s in sorted(by_ffn[v])])
-        out[v] = VariantStats(ffn=v, n=len(vals), params=by_ffn[v][min(by_ffn[v])].params, mean=float(vals.mean()),
-                              std=float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"))
+        out[v] = VariantStats(
+            ffn=v,
+            n=len(vals),
+            params=by_ffn[v][min(by_ffn[v])].params,
+            mean=float(vals.mean()),
+            std=float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+        )
     if baseline in by_ffn:
         base = np.array([by_ffn[baseline][s].final for s in sorted(by_ffn[baseline])])
         for v, s in out.items():
@@ -202,8 +231,13 @@ def verdict(stats: dict[str, VariantStats], tau: float, tau_p: float, alpha: flo
             f"- Paper: every GLU variant beats FFN_ReLU. Here {len(better)} of {len(gated)} gated variants have a "
             f"lower mean than FFN_ReLU ({', '.join(better) or 'none'}), {len(signif)} of them significantly "
             f"(Welch p < {alpha}: {', '.join(signif) or 'none'})."
-            + (" **Holds.**" if len(signif) == len(gated) else " **Holds in direction only.**"
-               if len(better) == len(gated) else " **Does not hold here.**")
+            + (
+                " **Holds.**"
+                if len(signif) == len(gated)
+                else " **Holds in direction only.**"
+                if len(better) == len(gated)
+                else " **Does not hold here.**"
+            )
         )
     paper_best = {"geglu", "swiglu"}
     if paper_best <= set(stats):
@@ -211,14 +245,21 @@ def verdict(stats: dict[str, VariantStats], tau: float, tau_p: float, alpha: flo
         hit = paper_best & set(ours_top2)
         lines.append(
             f"- Paper: GEGLU and SwiGLU are the best two. Our best two: {', '.join(ours_top2)}."
-            + (" **Holds.**" if len(hit) == 2 else " **Partly holds.**" if hit else " **Does not hold here.**")
+            + (
+                " **Holds.**"
+                if len(hit) == 2
+                else " **Partly holds.**"
+                if hit
+                else " **Does not hold here.**"
+            )
         )
     nongated = [v for v in ("gelu", "swish") if v in stats and stats[v].delta is not None]
     if nongated:
         parts = [f"{v} {_f(stats[v].delta, '.4f', True)} (p {_f(stats[v].p_welch, '.2g')})" for v in nongated]
         lines.append(
             "- Paper: the non-gated GELU and Swish are within about 0.015 of FFN_ReLU at 65k steps. Here: "
-            + "; ".join(parts) + "."
+            + "; ".join(parts)
+            + "."
         )
     if not math.isnan(tau):
         strength = "strong" if tau >= 0.6 else "moderate" if tau >= 0.3 else "weak" if tau > 0 else "no"
@@ -238,38 +279,63 @@ def table1_markdown(records: list[RunRecord], stats: dict[str, VariantStats], ti
     out = io.StringIO()
     w = out.write
     w(f"# Table 1 reproduction: {title}\n\n")
-    w(f"Held-out log-perplexity (mean cross-entropy in nats per target token on span filling) after "
-      f"{', '.join(map(str, steps))} steps, model {', '.join(models)}, seeds {', '.join(map(str, seeds))}; "
-      f"{len(records)} runs. Paper: {SOURCE}, T5-base on C4 (its absolute values are not comparable with ours; "
-      "the ranking and the signs of the differences are).\n\n")
-    w("| variant | params | ours: mean ± std (n) | Δ vs ReLU ± SE | Welch p | paired Δ ± SE | "
-      "paper 65k (± std) | paper 524k | our rank | paper rank |\n")
+    w(
+        f"Held-out log-perplexity (mean cross-entropy in nats per target token on span filling) after "
+        f"{', '.join(map(str, steps))} steps, model {', '.join(models)}, seeds {', '.join(map(str, seeds))}; "
+        f"{len(records)} runs. Paper: {SOURCE}, T5-base on C4 (its absolute values are not comparable with ours; "
+        "the ranking and the signs of the differences are).\n\n"
+    )
+    w(
+        "| variant | params | ours: mean ± std (n) | Δ vs ReLU ± SE | Welch p | paired Δ ± SE | "
+        "paper 65k (± std) | paper 524k | our rank | paper rank |\n"
+    )
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     for v, s in stats.items():
         paper = TABLE1.get(v)
-        w(f"| {get_variant(v).paper_name} | {s.params:,} | {_f(s.mean)} ± {_f(s.std)} ({s.n}) | "
-          f"{_f(s.delta, '.4f', True)} ± {_f(s.delta_se)} | {_f(s.p_welch, '.3g')} | "
-          f"{_f(s.paired_delta, '.4f', True)} ± {_f(s.paired_se)} | "
-          f"{f'{paper[0]:.3f} ± {paper[1]:.3f}' if paper else '–'} | {f'{paper[2]:.3f}' if paper else '–'} | "
-          f"{s.rank} | {pranks.get(v, '–')} |\n")
-    w(f"\nKendall τ between our ranking and the paper's 65k-step ranking ({n_tau} variants): "
-      f"{_f(tau, '.3f')} (p = {_f(tau_p, '.3g')}).\n\n")
-    w("Δ vs ReLU is unpaired (difference of means, SE from both sample variances, Welch's t-test); paired Δ is the "
-      "mean over seeds of (variant − ReLU) for runs that shared a seed, hence the same initial embeddings, batches "
-      "and masks.\n\n")
+        w(
+            f"| {get_variant(v).paper_name} | {s.params:,} | {_f(s.mean)} ± {_f(s.std)} ({s.n}) | "
+            f"{_f(s.delta, '.4f', True)} ± {_f(s.delta_se)} | {_f(s.p_welch, '.3g')} | "
+            f"{_f(s.paired_delta, '.4f', True)} ± {_f(s.paired_se)} | "
+            f"{f'{paper[0]:.3f} ± {paper[1]:.3f}' if paper else '–'} | {f'{paper[2]:.3f}' if paper else '–'} | "
+            f"{s.rank} | {pranks.get(v, '–')} |\n"
+        )
+    w(
+        f"\nKendall τ between our ranking and the paper's 65k-step ranking ({n_tau} variants): "
+        f"{_f(tau, '.3f')} (p = {_f(tau_p, '.3g')}).\n\n"
+    )
+    w(
+        "Δ vs ReLU is unpaired (difference of means, SE from both sample variances, Welch's t-test); paired Δ is the "
+        "mean over seeds of (variant − ReLU) for runs that shared a seed, hence the same initial embeddings, batches "
+        "and masks.\n\n"
+    )
     w("## Reading\n\n")
     w("\n".join(verdict(stats, tau, tau_p)) + "\n")
     return out.getvalue()
 
 
 def write_runs_csv(records: list[RunRecord], path: Path) -> None:
-    cols = ["name", "ffn", "seed", "model", "group", "params", "non_embedding_params", "d_ff", "steps",
-            "tokens_seen", "final", "tokens_per_s", "wall_s"]
+    cols = [
+        "name",
+        "ffn",
+        "seed",
+        "model",
+        "group",
+        "params",
+        "non_embedding_params",
+        "d_ff",
+        "steps",
+        "tokens_seen",
+        "final",
+        "tokens_per_s",
+        "wall_s",
+    ]
     with open(path, "w", newline="") as f:
         wr = csv.writer(f, lineterminator="\n")
         wr.writerow([c if c != "final" else METRIC for c in cols])
-        for r in sorted(records, key=lambda r: (PAPER_VARIANTS.index(r.ffn) if r.ffn in PAPER_VARIANTS else 99,
-                                                 r.ffn, r.seed)):
+        for r in sorted(
+            records,
+            key=lambda r: (PAPER_VARIANTS.index(r.ffn) if r.ffn in PAPER_VARIANTS else 99, r.ffn, r.seed),
+        ):
             d = asdict(r)
             wr.writerow([repr(d[c]) if isinstance(d[c], float) else d[c] for c in cols])
 
@@ -295,8 +361,13 @@ def plot_curves(records: list[RunRecord], stats: dict[str, VariantStats], path: 
             continue
         vals = np.array([[dict(r.curve)[s] for s in steps] for r in runs])
         mean = vals.mean(0)
-        ax.plot(steps, mean, color=cmap(i % 10), label=get_variant(v).paper_name,
-                linestyle="-" if get_variant(v).gated else "--")
+        ax.plot(
+            steps,
+            mean,
+            color=cmap(i % 10),
+            label=get_variant(v).paper_name,
+            linestyle="-" if get_variant(v).gated else "--",
+        )
         if len(runs) > 1:
             ax.fill_between(steps, vals.min(0), vals.max(0), color=cmap(i % 10), alpha=0.15, linewidth=0)
     ax.set_xlabel("training step")
@@ -318,10 +389,22 @@ def plot_ranking(stats: dict[str, VariantStats], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for v in common:
         s = stats[v]
-        ax.errorbar(TABLE1[v][0], s.mean, xerr=TABLE1[v][1], yerr=0 if math.isnan(s.std) else s.std, fmt="o",
-                    color="tab:red" if get_variant(v).gated else "tab:blue", capsize=3)
-        ax.annotate(get_variant(v).paper_name.replace("FFN_", ""), (TABLE1[v][0], s.mean), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+        ax.errorbar(
+            TABLE1[v][0],
+            s.mean,
+            xerr=TABLE1[v][1],
+            yerr=0 if math.isnan(s.std) else s.std,
+            fmt="o",
+            color="tab:red" if get_variant(v).gated else "tab:blue",
+            capsize=3,
+        )
+        ax.annotate(
+            get_variant(v).paper_name.replace("FFN_", ""),
+            (TABLE1[v][0], s.mean),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set_xlabel("paper: log-perplexity at 65,536 steps (± std)")
     ax.set_ylabel("ours: final log-perplexity (± std over seeds)")
     ax.set_title("Ours vs paper (red: gated, blue: non-gated)")
@@ -370,10 +453,14 @@ def update_readme(readme: Path, experiment: str, table_md: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m glu_study.report", description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="*", type=Path, help="run directories or sweep directories")
-    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs through the W&B Public API instead")
+    p.add_argument(
+        "--wandb", metavar="ENTITY/PROJECT", help="read the runs through the W&B Public API instead"
+    )
     p.add_argument("--group", help="W&B group (experiment) to read; default: all finished runs")
     p.add_argument("--out", type=Path, help="output directory (default: reports/<experiment>)")
-    p.add_argument("--readme", type=Path, help="also refresh this README's <!-- <experiment>:begin/end --> section")
+    p.add_argument(
+        "--readme", type=Path, help="also refresh this README's <!-- <experiment>:begin/end --> section"
+    )
     args = p.parse_args(argv)
     try:
         if args.wandb:
@@ -403,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     print(table_md)
-    print(f"wrote {out_dir}/table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)")
+    print(
+        f"wrote {out_dir}/table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)"
+    )
     return 0
 
 

@@ -170,6 +170,35 @@ def make_schedule(optimizer, t) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rsqrt_schedule(step, w, n, f))
 
 
+def optimizer_step(fwd, model, optimizer, schedule, micro_batches, t, device) -> torch.Tensor:
+    """One optimizer step over this rank's `t.grad_accum` micro-batches; returns their loss, still on device.
+
+    `fwd` is what runs the forward pass (the model, its DDP wrapper, or a compiled version of either); DDP's
+    gradient all-reduce happens only on the last micro-batch. Nothing here waits for the device.
+    """
+    total = torch.zeros((), device=device)
+    ddp = (
+        fwd if isinstance(fwd, torch.nn.parallel.DistributedDataParallel) else getattr(fwd, "_orig_mod", None)
+    )
+    for m, batch in enumerate(micro_batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        last = m == t.grad_accum - 1
+        no_sync = (
+            ddp.no_sync() if isinstance(ddp, torch.nn.parallel.DistributedDataParallel) and not last else None
+        )
+        with no_sync or contextlib.nullcontext():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+                loss = fwd(**batch).loss / t.grad_accum
+            loss.backward()
+        total += loss.detach()
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Checkpoints: written to a temporary directory and renamed, so `step_<N>` always means complete
 # ---------------------------------------------------------------------------------------------------------
@@ -409,23 +438,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if state["step"] == 0 and info.is_main:
             last_eval = evaluate()  # the untrained model's figure: the first point of every curve
         while state["step"] < t.max_steps:
-            for micro in range(t.grad_accum):
-                start = state["data_position"] + (micro * info.world_size + info.rank) * per_rank
-                batch = {
-                    k: v.to(device, non_blocking=True)
-                    for k, v in data.train_batch(start, per_rank, cfg.seed).items()
-                }
-                sync = micro == t.grad_accum - 1 or info.world_size == 1
-                ctx = ddp_model.no_sync() if not sync else contextlib.nullcontext()
-                with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-                    loss = fwd(**batch).loss / t.grad_accum
-                    loss.backward()
-                loss_sum += loss.detach()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            micro_batches = (
+                data.train_batch(
+                    state["data_position"] + (m * info.world_size + info.rank) * per_rank, per_rank, cfg.seed
+                )
+                for m in range(t.grad_accum)
+            )
+            loss_sum += optimizer_step(fwd, model, optimizer, schedule, micro_batches, t, device)
             state["step"] += 1
             state["data_position"] += t.batch_size
             window_steps += 1

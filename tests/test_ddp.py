@@ -21,7 +21,9 @@ STEPS = ["trainer.max_steps=8", "trainer.eval_every=4", "trainer.checkpoint_ever
 
 
 def _evals(run_dir: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["eval/log_perplexity"]) for r in read_metrics(run_dir) if "eval/log_perplexity" in r]
+    return [
+        (r["step"], r["eval/log_perplexity"]) for r in read_metrics(run_dir) if "eval/log_perplexity" in r
+    ]
 
 
 def test_torchrun_two_ranks_matches_one_process(tmp_path):
@@ -30,9 +32,24 @@ def test_torchrun_two_ranks_matches_one_process(tmp_path):
     assert r.returncode == 0, r.stderr
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "glu_study.train", *TINY, *STEPS,
-                        "logger=offline", f"hydra.run.dir={ddp}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "glu_study.train",
+            *TINY,
+            *STEPS,
+            "logger=offline",
+            f"hydra.run.dir={ddp}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (single, ddp))
     assert b["world_size"] == 2 and a["world_size"] == 1
@@ -50,8 +67,11 @@ def test_torchrun_two_ranks_matches_one_process(tmp_path):
 
 def test_slurm_launcher_config_composes():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=["hydra/launcher=slurm", "experiment=table1_paper"],
-                            return_hydra_config=True)
+        cfg = hydra_compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm", "experiment=table1_paper"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)

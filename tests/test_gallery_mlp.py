@@ -20,17 +20,34 @@ FORMULAS = {
     "tanh": (torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
     "relu": (lambda x: torch.clamp(x, min=0), lambda x: (x > 0).float()),
     "leaky_relu": (lambda x: torch.where(x > 0, x, 0.01 * x), lambda x: torch.where(x > 0, 1.0, 0.01)),
-    "elu": (lambda x: torch.where(x > 0, x, torch.exp(x) - 1), lambda x: torch.where(x > 0, 1.0, torch.exp(x))),
-    "gelu_erf": (lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
-                 lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x**2 / 2) / math.sqrt(2 * math.pi)),
-    "gelu": (lambda x: 0.5 * x * (1 + torch.tanh(SQ * (x + 0.044715 * x**3))),
-             lambda x: 0.5 * (1 + torch.tanh(SQ * (x + 0.044715 * x**3)))
-             + 0.5 * x * (1 - torch.tanh(SQ * (x + 0.044715 * x**3)) ** 2) * SQ * (1 + 3 * 0.044715 * x**2)),
-    "swish": (lambda x: x / (1 + torch.exp(-x)),
-              lambda x: torch.sigmoid(x) + x * torch.sigmoid(x) * (1 - torch.sigmoid(x))),
-    "mish": (lambda x: x * torch.tanh(torch.log1p(torch.exp(x))),
-             lambda x: torch.tanh(torch.log1p(torch.exp(x)))
-             + x * (1 - torch.tanh(torch.log1p(torch.exp(x))) ** 2) * torch.sigmoid(x)),
+    "elu": (
+        lambda x: torch.where(x > 0, x, torch.exp(x) - 1),
+        lambda x: torch.where(x > 0, 1.0, torch.exp(x)),
+    ),
+    "gelu_erf": (
+        lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+        lambda x: (
+            0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-(x**2) / 2) / math.sqrt(2 * math.pi)
+        ),
+    ),
+    "gelu": (
+        lambda x: 0.5 * x * (1 + torch.tanh(SQ * (x + 0.044715 * x**3))),
+        lambda x: (
+            0.5 * (1 + torch.tanh(SQ * (x + 0.044715 * x**3)))
+            + 0.5 * x * (1 - torch.tanh(SQ * (x + 0.044715 * x**3)) ** 2) * SQ * (1 + 3 * 0.044715 * x**2)
+        ),
+    ),
+    "swish": (
+        lambda x: x / (1 + torch.exp(-x)),
+        lambda x: torch.sigmoid(x) + x * torch.sigmoid(x) * (1 - torch.sigmoid(x)),
+    ),
+    "mish": (
+        lambda x: x * torch.tanh(torch.log1p(torch.exp(x))),
+        lambda x: (
+            torch.tanh(torch.log1p(torch.exp(x)))
+            + x * (1 - torch.tanh(torch.log1p(torch.exp(x))) ** 2) * torch.sigmoid(x)
+        ),
+    ),
 }
 
 
@@ -69,8 +86,23 @@ def test_gallery_renders_headless(tmp_path):
 
 def test_mlp_two_variants_tiny_subset(tmp_path):
     out = tmp_path / "mlp"
-    assert mlp.main(["--variants", "relu,swiglu", "--seeds", "0,1", "--epochs", "3", "--limit", "300",
-                     "--out", str(out)]) == 0
+    assert (
+        mlp.main(
+            [
+                "--variants",
+                "relu,swiglu",
+                "--seeds",
+                "0,1",
+                "--epochs",
+                "3",
+                "--limit",
+                "300",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = (out / "results.md").read_text()
     rows = [ln for ln in table.splitlines() if ln.startswith("| FFN_")]
     assert [r.split("|")[1].strip() for r in rows] == ["FFN_ReLU", "FFN_SwiGLU"]
@@ -102,8 +134,23 @@ def test_fashion_mnist_idx_loader(tmp_path):
     split = mlp.load_fashion_mnist(tmp_path)
     assert split.x_train.shape == (40, 784) and split.x_test.shape == (20, 784)
     assert 0 <= float(split.x_train.min()) and float(split.x_train.max()) <= 1
-    assert mlp.main(["--fashion-mnist", str(tmp_path), "--variants", "glu", "--seeds", "0", "--epochs", "1",
-                     "--out", str(tmp_path / "out")]) == 0
+    assert (
+        mlp.main(
+            [
+                "--fashion-mnist",
+                str(tmp_path),
+                "--variants",
+                "glu",
+                "--seeds",
+                "0",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_bad_dataset_path_clear_error(tmp_path, capsys):

@@ -21,8 +21,15 @@ from .conftest import ROOT, TINY, run_cli
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("sweep")
-    r = run_cli("glu_study.train", "-m", *TINY, "ffn=relu,swiglu", "seed=0,1", "logger.group=tiny_table",
-                f"hydra.sweep.dir={d}")
+    r = run_cli(
+        "glu_study.train",
+        "-m",
+        *TINY,
+        "ffn=relu,swiglu",
+        "seed=0,1",
+        "logger.group=tiny_table",
+        f"hydra.sweep.dir={d}",
+    )
     assert r.returncode == 0, r.stderr
     return d
 
@@ -58,10 +65,16 @@ def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
     assert {(r["ffn"], int(r["seed"])): float(r["eval/log_perplexity"]) for r in rows} == {
-        (v, k): finals[v][k] for v in finals for k in finals[v]}
+        (v, k): finals[v][k] for v in finals for k in finals[v]
+    }
     for png in ("curves.png", "ranking.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["relu-s0", "relu-s1", "swiglu-s0", "swiglu-s1"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "relu-s0",
+        "relu-s1",
+        "swiglu-s0",
+        "swiglu-s1",
+    ]
     assert "Kendall τ" in table and "## Reading" in table
 
 
@@ -88,7 +101,11 @@ def test_experiment_presets_compose(preset):
         assert (cfg.model.name, cfg.data.source, cfg.trainer.device) == ("t5_tiny", "embedded", "cpu")
     else:
         assert (cfg.model.name, cfg.data.source, cfg.data.inputs_length, cfg.trainer.batch_size) == (
-            "t5_base", "c4", 512, 128)
+            "t5_base",
+            "c4",
+            512,
+            128,
+        )
         assert cfg.trainer.optimizer == "adafactor" and cfg.trainer.warmup_steps == 10_000
 
 
@@ -99,7 +116,8 @@ def test_committed_table1_cpu_report_is_complete():
         pytest.skip("reports/table1_cpu not committed yet")
     summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
     assert sorted({s["ffn"] for s in summaries}) == sorted(
-        ["relu", "gelu", "swish", "glu", "bilinear", "geglu", "swiglu", "reglu"])
+        ["relu", "gelu", "swish", "glu", "bilinear", "geglu", "swiglu", "reglu"]
+    )
     assert sorted(s["seed"] for s in summaries) == [0] * 8 + [1] * 8 + [2] * 8
     preset = compose(["experiment=table1_cpu"])
     for p in runs.glob("*/config.yaml"):
@@ -123,9 +141,16 @@ def test_readme_section_refreshed_from_report(sweep_dir, tmp_path):
     readme.write_text("intro\n<!-- tiny_table:begin -->\nold\n<!-- tiny_table:end -->\noutro\n")
     assert report_main([str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert text.startswith("intro\n<!-- tiny_table:begin -->\n") and text.endswith("<!-- tiny_table:end -->\noutro\n")
+    assert text.startswith("intro\n<!-- tiny_table:begin -->\n") and text.endswith(
+        "<!-- tiny_table:end -->\noutro\n"
+    )
     assert "old" not in text and "| FFN_SwiGLU |" in text
-    assert report_main([str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(tmp_path / "r" / "table1.md")]) == 2
+    assert (
+        report_main(
+            [str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(tmp_path / "r" / "table1.md")]
+        )
+        == 2
+    )
 
 
 def test_make_report_reproduces_committed_files(tmp_path):
