@@ -305,8 +305,8 @@ def table1_markdown(records: list[RunRecord], stats: dict[str, VariantStats], ti
     )
     w(
         "Δ vs ReLU is unpaired (difference of means, SE from both sample variances, Welch's t-test); paired Δ is the "
-        "mean over seeds of (variant − ReLU) for runs that shared a seed, hence the same initial embeddings, batches "
-        "and masks.\n\n"
+        "mean over seeds of (variant − ReLU) for runs that shared a seed, hence the same batches and masks and the "
+        "same initialisation seed.\n\n"
     )
     w("## Reading\n\n")
     w("\n".join(verdict(stats, tau, tau_p)) + "\n")

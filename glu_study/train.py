@@ -52,6 +52,8 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
+
 # Trainer settings that may change between a run and its resumption (they do not change the maths).
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_threads"}
 
@@ -373,8 +375,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             shutil.rmtree(stale, ignore_errors=True)
     checkpoints = list_checkpoints(run_dir)
     if checkpoints:
-        step, path = checkpoints[-1]
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(checkpoints[-1][1])
         if _comparable(ckpt["config"]) != _comparable(resolved):
             raise ConfigError(
                 f"{run_dir} holds a run with a different configuration; choose another hydra.run.dir "
@@ -459,6 +460,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 state["wall_s"] += elapsed
                 if not math.isfinite(mean_loss):
                     path = checkpoint(f"diagnostic_step_{state['step']}", keep=None)
+                    tracker.finish(exit_code=EXIT_NONFINITE)
                     raise NonFiniteLossError(
                         f"loss is {mean_loss} at step {state['step']}; diagnostic checkpoint in {path}"
                     )
@@ -540,7 +542,6 @@ def _any_rank(flag: bool, device, info: DistInfo) -> bool:
 # Command line
 # ---------------------------------------------------------------------------------------------------------
 
-EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
 
 
 def _fresh_run_dir(run_dir: Path) -> bool:
