@@ -130,7 +130,7 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
     if t.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
@@ -147,9 +147,7 @@ def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.opt
             warmup_init=False,
             weight_decay=t.weight_decay,
         )
-    return torch.optim.AdamW(
-        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda"
-    )
+    return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
 
 
 def rsqrt_schedule(step: int, warmup_steps: int, max_steps: int, decay_fraction: float) -> float:
@@ -366,7 +364,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     model = build_model(cfg.model, variant, data.vocab_size, cfg.seed)
     figures = derived_figures(cfg, variant, data, model)
     model.to(device)
-    optimizer = make_optimizer(model, t, device)
+    optimizer = make_optimizer(model, t)
     schedule = make_schedule(optimizer, t)
 
     state = {"step": 0, "data_position": 0, "wandb_id": None, "best_eval": None, "wall_s": 0.0}
@@ -541,7 +539,6 @@ def _any_rank(flag: bool, device, info: DistInfo) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------
-
 
 
 def _fresh_run_dir(run_dir: Path) -> bool:

@@ -55,7 +55,7 @@ def main(argv: list[str]) -> None:
 
     # 3. training consumption: the trainer's own model/optimizer/schedule, steps on real batches
     model = build_model(cfg.model, check_variant_config(cfg.ffn), data.vocab_size, cfg.seed)
-    opt = make_optimizer(model, t, torch.device("cpu"))
+    opt = make_optimizer(model, t)
     sched = make_schedule(opt, t)
     batches = [data.train_batch(i * B, B, cfg.seed) for i in range(12)]
 

@@ -1,9 +1,9 @@
 """Training throughput of our trainer against the loop users usually copy, side by side in one process.
 
-    python scripts/benchmark.py t5_tiny [--batch-size 32] [--steps 20] [--device cpu] [--ours trainer.precision=bf16 ...]
+    python scripts/benchmark.py t5_tiny t5_small [--batch-size 32] [--device cpu] [--ours trainer.precision=bf16 ...]
 
 (a) ours: `glu_study.train.optimizer_step` on `PretrainData` batches, with the trainer settings given by --ours
-    (Hydra overrides; default: the trainer's own defaults for the device);
+    (Hydra overrides; default: bf16 autocast and fused AdamW — the same optimizer family as the baseline);
 (b) baseline: the nanoT5 / HF `run_t5_mlm_flax` recipe — HF T5, a per-batch numpy span-corruption collator,
     AdamW, fp32, `loss.item()` every step — on the same model shape, batch and lengths.
 The two alternate in rounds so drift in the machine's speed hits both. Prints tokens/s, their ratio, achieved
@@ -76,7 +76,9 @@ class BaselineCollator:
 
         noise_span_lengths = _random_segmentation(num_noise_tokens, num_noise_spans)
         nonnoise_span_lengths = _random_segmentation(num_nonnoise_tokens, num_noise_spans)
-        interleaved = np.reshape(np.stack([nonnoise_span_lengths, noise_span_lengths], axis=1), [num_noise_spans * 2])
+        interleaved = np.reshape(
+            np.stack([nonnoise_span_lengths, noise_span_lengths], axis=1), [num_noise_spans * 2]
+        )
         span_starts = np.cumsum(interleaved)[:-1]
         span_start_indicator = np.zeros((length,), dtype=np.int8)
         span_start_indicator[span_starts] = True
@@ -153,36 +155,37 @@ def machine_description(device) -> str:
     return desc
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", choices=["t5_tiny", "t5_mini", "t5_small", "t5_base"])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--inputs-length", type=int, default=None, help="default: 128 on CPU, 512 on CUDA")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per round for each loop")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--ffn", default="relu")
-    p.add_argument("--ours", nargs="*", default=[], help="Hydra overrides for our trainer, e.g. trainer.precision=bf16")
-    p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf.md")
-    args = p.parse_args()
+DEFAULT_STEPS = {"t5_tiny": 10, "t5_mini": 6, "t5_small": 3, "t5_base": 2}
 
-    device = torch.device(args.device)
+
+def bench_model(model_name: str, args, device: torch.device, peak32: float, peak16: float) -> list[str]:
     inputs_length = args.inputs_length or (512 if device.type == "cuda" else 128)
     trainer = "gpu" if device.type == "cuda" else "cpu"
-    cfg = compose([f"model={args.model}", f"ffn={args.ffn}", f"trainer={trainer}", f"data.inputs_length={inputs_length}",
-                   f"trainer.batch_size={args.batch_size}", *args.ours])
+    cfg = compose(
+        [
+            f"model={model_name}",
+            f"ffn={args.ffn}",
+            f"trainer={trainer}",
+            f"data.inputs_length={inputs_length}",
+            f"trainer.batch_size={args.batch_size}",
+            *args.ours,
+        ]
+    )
     t = cfg.trainer
     data = PretrainData(cfg.data)
     variant = check_variant_config(cfg.ffn)
     B, raw = args.batch_size, data.raw_length
+    steps = args.steps or DEFAULT_STEPS[model_name]
     shapes = param_counts(cfg.model, variant, data.vocab_size, inputs_length, data.targets_length)
-    train_flops_per_example = 3 * (shapes["flops_per_input_token"] * inputs_length
-                                   + shapes["flops_per_target_token"] * data.targets_length)
+    train_flops_per_example = 3 * (
+        shapes["flops_per_input_token"] * inputs_length
+        + shapes["flops_per_target_token"] * data.targets_length
+    )
     tokens_per_example = inputs_length + data.targets_length
 
     # (a) ours
     model = build_model(cfg.model, variant, data.vocab_size, cfg.seed).to(device)
-    optimizer = make_optimizer(model, t, device)
+    optimizer = make_optimizer(model, t)
     schedule = make_schedule(optimizer, t)
     fwd = torch.compile(model) if t.compile else model
     position = 0
@@ -191,7 +194,9 @@ def main() -> None:
         nonlocal position
         total = torch.zeros((), device=device)
         for _ in range(n):
-            total += optimizer_step(fwd, model, optimizer, schedule, [data.train_batch(position, B, cfg.seed)], t, device)
+            total += optimizer_step(
+                fwd, model, optimizer, schedule, [data.train_batch(position, B, cfg.seed)], t, device
+            )
             position += B
         return float(total)  # one sync per round, as the trainer does per log interval
 
@@ -227,47 +232,96 @@ def main() -> None:
             with PeakRSS(device) as mem:
                 _sync(device)
                 t0 = time.perf_counter()
-                fn(args.steps)
+                fn(steps)
                 _sync(device)
                 timings[name] += time.perf_counter() - t0
             peaks[name] = max(peaks[name], mem.peak)
 
-    peak32 = matmul_peak(torch.float32, device)
-    peak16 = matmul_peak(torch.bfloat16, device)
-    n_examples = args.rounds * args.steps * B
+    n_examples = args.rounds * steps * B
     rows = []
     for name in ("baseline", "ours"):
         ex_s = n_examples / timings[name]
         gflops = ex_s * train_flops_per_example / 1e9
-        rows.append((name, ex_s * tokens_per_example, gflops, 100 * gflops / peak32, 100 * gflops / peak16,
-                     peaks[name] / 2**20))
+        rows.append(
+            (
+                name,
+                ex_s * tokens_per_example,
+                gflops,
+                100 * gflops / peak32,
+                100 * gflops / peak16,
+                peaks[name] / 2**20,
+            )
+        )
     ratio = rows[1][1] / rows[0][1]
-    ours_desc = (f"{t.optimizer}, {t.precision}, compile={t.compile}, fused/foreach optimizer where offered, "
-                 "one host sync per log interval")
-    lines = [
-        "# Training throughput: our trainer vs the usual plain loop",
+    return [
+        f"## {model_name}",
         "",
-        f"Generated by `python scripts/benchmark.py {args.model} --batch-size {B} --steps {args.steps} "
-        f"--rounds {args.rounds} --device {device.type}{' --ours ' + ' '.join(args.ours) if args.ours else ''}`.",
-        "",
-        f"- machine: {machine_description(device)}",
-        f"- model: {args.model} / {variant.name}, {shapes['params']:,} parameters, batch {B}, "
+        f"- model: {model_name} / {variant.name}, {shapes['params']:,} parameters, batch {B}, "
         f"{inputs_length} input + {data.targets_length} target tokens ({raw} raw); "
-        f"{train_flops_per_example / 1e9:.3f} training GFLOP per example (3 x forward)",
-        f"- measured matmul peak: fp32 {peak32:,.0f} GFLOP/s, bf16 {peak16:,.0f} GFLOP/s",
-        f"- ours: {ours_desc}; baseline: HF T5, per-batch numpy collator, AdamW, fp32, loss.item() every step",
+        f"{train_flops_per_example / 1e9:.3f} training GFLOP per example (3 x forward); "
+        f"{args.rounds} rounds x {steps} timed steps per loop",
+        f"- ours: {t.optimizer}, {t.precision}, compile={t.compile}, fused optimizer where offered, "
+        "one host sync per log interval; baseline: HF T5, per-batch numpy collator, AdamW, fp32, "
+        "loss.item() every step",
         "",
         "| loop | tokens/s | GFLOP/s | % fp32 peak | % bf16 peak | peak memory (MiB) |",
         "|---|---:|---:|---:|---:|---:|",
-        *[f"| {n} | {tok:,.0f} | {g:,.1f} | {p32:.1f}% | {p16:.1f}% | {mem:,.0f} |" for n, tok, g, p32, p16, mem in rows],
+        *[
+            f"| {n} | {tok:,.0f} | {g:,.1f} | {p32:.1f}% | {p16:.1f}% | {mem:,.0f} |"
+            for n, tok, g, p32, p16, mem in rows
+        ],
         "",
-        f"Speed-up of ours over the baseline: **{ratio:.2f}x**.",
+        f"Speed-up of ours over the baseline on {model_name}: **{ratio:.2f}x**.",
         "",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", choices=sorted(DEFAULT_STEPS))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--inputs-length", type=int, default=None, help="default: 128 on CPU, 512 on CUDA")
+    p.add_argument(
+        "--steps", type=int, default=None, help="timed steps per round for each loop (default by size)"
+    )
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--ffn", default="relu")
+    p.add_argument(
+        "--ours",
+        nargs="*",
+        default=["trainer.precision=bf16", "trainer.optimizer=adamw"],
+        help="Hydra overrides for our trainer",
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf.md")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    peak32 = matmul_peak(torch.float32, device)
+    peak16 = matmul_peak(torch.bfloat16, device)
+    lines = [
+        "# Training throughput: our trainer vs the usual plain loop",
+        "",
+        f"Generated by `python scripts/benchmark.py {' '.join(args.models)} --batch-size {args.batch_size} "
+        f"--rounds {args.rounds} --device {device.type} --ours {' '.join(args.ours)}`.",
+        "",
+        f"- machine: {machine_description(device)}",
+        f"- measured matmul peak (best of 2048^2 / 8192^2 square matmuls): fp32 {peak32:,.0f} GFLOP/s, "
+        f"bf16 {peak16:,.0f} GFLOP/s",
+        "",
+    ]
+    for model_name in args.models:
+        lines += bench_model(model_name, args, device, peak32, peak16)
+    lines += [
         "Peak memory is the process's resident set sampled during each loop on CPU (both models live in the one "
-        "process, so it includes the other loop's weights), and allocated device memory on CUDA.",
+        "process, so it includes the other loop's weights), and allocated device memory on CUDA. "
+        "% fp32 peak can exceed 100% when ours runs in bf16.",
     ]
     if device.type != "cuda":
-        lines += ["", "GPU figures (bf16 MFU at t5_base shape): not measured — no GPU was available to this run."]
+        lines += [
+            "",
+            "GPU figures (bf16 MFU at t5_base shape): not measured — no GPU was available to this run.",
+        ]
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
