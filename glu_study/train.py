@@ -357,6 +357,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             f"{info.world_size} x {t.grad_accum}"
         )
     log = print if info.is_main else (lambda *a, **k: None)
+    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
 
     seed_everything(cfg.seed)

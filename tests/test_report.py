@@ -44,7 +44,7 @@ def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
     assert report_main([str(sweep_dir), "--out", str(out)]) == 0
     table = (out / "table1.md").read_text()
     finals = {}
-    for d in sorted(sweep_dir.iterdir()):
+    for d in sorted(p.parent for p in sweep_dir.glob("*/summary.json")):
         s = json.loads((d / "summary.json").read_text())
         finals.setdefault(s["ffn"], {})[s["seed"]] = s["eval/log_perplexity"]
     relu, swiglu = (np.array([finals[v][k] for k in (0, 1)]) for v in ("relu", "swiglu"))
@@ -138,13 +138,13 @@ def test_in_process_train_is_reportable(tmp_path):
 
 def test_readme_section_refreshed_from_report(sweep_dir, tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- tiny_table:begin -->\nold\n<!-- tiny_table:end -->\noutro\n")
+    readme.write_text("intro\n<!-- tiny_table:begin -->\nSTALE-TEXT\n<!-- tiny_table:end -->\noutro\n")
     assert report_main([str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("intro\n<!-- tiny_table:begin -->\n") and text.endswith(
         "<!-- tiny_table:end -->\noutro\n"
     )
-    assert "old" not in text and "| FFN_SwiGLU |" in text
+    assert "STALE-TEXT" not in text and "| FFN_SwiGLU |" in text
     assert (
         report_main(
             [str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(tmp_path / "r" / "table1.md")]
