@@ -110,6 +110,11 @@ def test_mlp_two_variants_tiny_subset(tmp_path):
         acc = float(r.split("|")[5].split("%")[0])
         assert 30 < acc <= 100  # far above 10% chance after 3 epochs
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the table and figure are rendered from the raw records written beside them, and re-render identically
+    first = {n: (out / n).read_bytes() for n in ("results.md", "loss_curves.png")}
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 1 + 4
+    assert mlp.main(["--render", "--out", str(out)]) == 0
+    assert {n: (out / n).read_bytes() for n in first} == first
 
 
 def test_mlp_blocks_are_compute_matched():
