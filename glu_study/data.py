@@ -640,6 +640,7 @@ class PretrainData:
             corpus_dir=str(corpus_dir),
         )
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._eval_pairs: list[tuple[np.ndarray, np.ndarray]] | None = None
         log(
             f"data: {cfg.source} corpus {len(train):,} train / {len(held):,} held-out tokens, vocab "
             f"{self.vocab_size:,}, {self.raw_length} raw -> {cfg.inputs_length}/{self.targets_length} tokens"
@@ -681,9 +682,12 @@ class PretrainData:
         return self._collate([self.train_example(k, seed) for k in range(start, start + size)])
 
     def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        pairs = [
-            self._example(chunk, np.random.default_rng([self.cfg.eval_seed, i]))
-            for i, chunk in enumerate(self.eval_chunks)
-        ]
-        for i in range(0, len(pairs), batch_size):
-            yield self._collate(pairs[i : i + batch_size])
+        if (
+            self._eval_pairs is None
+        ):  # the held-out set never changes: corrupt it once, not at every evaluation
+            self._eval_pairs = [
+                self._example(chunk, np.random.default_rng([self.cfg.eval_seed, i]))
+                for i, chunk in enumerate(self.eval_chunks)
+            ]
+        for i in range(0, len(self._eval_pairs), batch_size):
+            yield self._collate(self._eval_pairs[i : i + batch_size])
