@@ -114,8 +114,57 @@ class Config:
     name: str = "${ffn.name}-s${seed}"
 
 
-# config.yaml lists `config_schema` first in its defaults, so every group is merged into these types.
+@dataclass
+class FinetuneSettings:
+    """conf/finetune/*.yaml: how a pretrained run is fine-tuned (the paper: Adafactor, constant 1e-3, dropout 0.1)."""
+
+    max_steps: int = 1000
+    batch_size: int = 32  # examples per optimizer step, drawn from the task mixture
+    grad_accum: int = 1
+    inputs_length: int = 512  # longer inputs are truncated (T5 does the same)
+    targets_length: int = 128  # training targets are truncated to this; generation stops here
+    optimizer: str = "adafactor"  # adafactor | adamw (same implementations as pretraining)
+    lr: float = 1e-3
+    schedule: str = "constant"  # constant | rsqrt | cosine
+    warmup_steps: int = 0
+    decay_fraction: float = 0.0
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    dropout_rate: float = 0.1  # on during fine-tuning, as in T5 (pretraining used none)
+    mixing_limit: int = 524_288  # examples-proportional mixing: a task's rate is min(its size, this)
+    max_train_examples: int = 0  # 0: every training example; else a fixed random subset of each task
+    eval_every: int = 500
+    eval_examples: int = 0  # 0: the whole dev split; else its first N rows (quick checks, not comparable)
+    eval_batch_size: int = 64
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 1
+    log_every: int = 10
+    precision: str = "fp32"  # fp32 | bf16
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """conf/finetune.yaml: `python -m glu_study.finetune run_dir=DIR task=NAME`."""
+
+    run_dir: str = MISSING  # a pretraining run directory holding model/ (the Hugging Face export)
+    task: str = (
+        MISSING  # a task (rte, squad, ...), a mixture (glue, superglue, squad, all) or several joined by +
+    )
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # null: the hub (nyu-mll/glue, aps/super_glue, rajpurkar/squad). A directory: local copies in the hub's
+    # schema, <data_dir>/<task>/<split>.jsonl (or .json/.parquet/.csv), read through the same loader.
+    data_dir: str | None = None
+    seed: int = 0
+    name: str = "${task}"
+
+
+# config.yaml lists `config_schema` first in its defaults, so every group is merged into these types;
+# finetune.yaml does the same with `finetune_schema`.
 ConfigStore.instance().store(name="config_schema", node=Config)
+ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config", config_dir: Path = CONF_DIR):

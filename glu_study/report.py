@@ -5,7 +5,8 @@
 
 writes reports/<experiment>/: table1.md, runs.csv, curves.png, ranking.png, and runs/<name>/ with the raw records
 every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can regenerate the
-same files from what is committed. Local directories and the W&B Public API are two readers of one record type.
+same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
+finetune.csv: Tables 2-4 (glu_study.report_finetune), their records copied beside the others. Local directories and the W&B Public API are two readers of one record type.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from glu_study.ffn import PAPER_VARIANTS, get_variant
 from glu_study.paper import SOURCE, TABLE1
+from glu_study.report_finetune import finetune_dirs, read_finetunes, write_finetune_report
 
 ROOT = Path(__file__).resolve().parent.parent
 METRIC = "eval/log_perplexity"
@@ -426,6 +428,11 @@ def copy_raw_records(run_dirs: list[Path], dest: Path) -> None:
         cfg = d / ".hydra" / "config.yaml" if (d / ".hydra" / "config.yaml").is_file() else d / "config.yaml"
         if cfg.is_file():
             shutil.copyfile(cfg, target / "config.yaml")
+        for ft in finetune_dirs(d):  # fine-tune records: scores.json, metrics.jsonl, config.yaml
+            (target / "finetune" / ft.name).mkdir(parents=True, exist_ok=True)
+            for f in ("scores.json", "metrics.jsonl", "config.yaml"):
+                if (ft / f).is_file():
+                    shutil.copyfile(ft / f, target / "finetune" / ft.name / f)
 
 
 def write_report(records: list[RunRecord], out_dir: Path, title: str) -> dict[str, VariantStats]:
@@ -493,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {out_dir}/table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)"
     )
+    finetunes = read_finetunes(run_dirs)
+    if finetunes:  # Tables 2-4 whenever fine-tune records exist
+        print(write_finetune_report(finetunes, out_dir, experiment))
+        print(f"wrote {out_dir}/table2.md, finetune.csv ({len(finetunes)} fine-tunes)")
     return 0
 
 

@@ -48,8 +48,23 @@ def read_metrics(run_dir: Path) -> list[dict]:
 class Tracker:
     """Writes every logging event to metrics.jsonl and (unless disabled) to W&B. Inert on ranks > 0."""
 
-    def __init__(self, cfg, run_dir: Path, figures: dict, state: dict, variant, *, enabled: bool = True):
+    def __init__(
+        self,
+        cfg,
+        run_dir: Path,
+        figures: dict,
+        state: dict,
+        *,
+        tags: list[str],
+        name: str | None = None,
+        job_type: str = "pretrain",
+        summaries: dict[str, str] | None = None,
+        enabled: bool = True,
+    ):
+        """`figures` join the config under `derived`; `summaries` are W&B define_metric summaries (metric ->
+        e.g. "min,last"), which summary() leaves alone."""
         self.enabled = enabled
+        self.summaries = summaries or {"eval/log_perplexity": "min,last", "train/loss": "last"}
         self.run = None
         self.run_id = state.get("wandb_id")
         if not enabled:
@@ -72,14 +87,13 @@ class Tracker:
         )  # fixed id: a resumed job continues the same W&B run
         config = OmegaConf.to_container(cfg, resolve=True)
         config["derived"] = figures
-        tags = ["gated" if variant.gated else "non-gated", cfg.model.name, *cfg.logger.tags]
         self.run = wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,
             group=cfg.logger.group,
-            name=cfg.name,
-            job_type="pretrain",
-            tags=tags,
+            name=name or cfg.name,
+            job_type=job_type,
+            tags=[*tags, *cfg.logger.tags],
             config=config,
             dir=str(run_dir),
             id=self.run_id,
@@ -95,8 +109,8 @@ class Tracker:
                 x_save_requirements=False,
             ),
         )
-        self.run.define_metric("eval/log_perplexity", summary="min,last")
-        self.run.define_metric("train/loss", summary="last")
+        for metric, summary in self.summaries.items():
+            self.run.define_metric(metric, summary=summary)
 
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -109,7 +123,7 @@ class Tracker:
     def summary(self, values: dict) -> None:
         if self.run is not None:
             for k, v in values.items():
-                if k != "eval/log_perplexity":  # define_metric keeps its min and last
+                if k not in self.summaries:  # define_metric keeps those (e.g. min and last)
                     self.run.summary[k] = v
 
     def finish(self, exit_code: int = 0, preempted: bool = False) -> None:

@@ -394,7 +394,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         )
     fwd = torch.compile(ddp_model) if t.compile else ddp_model
 
-    tracker = Tracker(cfg, run_dir, figures, state, variant, enabled=info.is_main)
+    tags = ["gated" if variant.gated else "non-gated", cfg.model.name]
+    tracker = Tracker(cfg, run_dir, figures, state, tags=tags, enabled=info.is_main)
     state["wandb_id"] = tracker.run_id
 
     def checkpoint(name: str, keep) -> Path | None:

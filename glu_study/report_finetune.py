@@ -1,0 +1,159 @@
+"""Tables 2-4 (fine-tuned dev scores) from the fine-tune records under pretraining run directories.
+
+`python -m glu_study.report` calls this whenever a run directory holds finetune/<name>/scores.json: it writes
+table2.md (GLUE average, SuperGLUE average, SQuAD EM/F1 per variant, beside the paper's figures, then every task's
+score) and finetune.csv (one row per run, task and metric).
+
+A pretraining run may have several fine-tunes (say `rte` alone and the `all` mixture). A task's score is taken from
+the fine-tune that covers the most tasks (the paper's protocol is the full mixture), ties broken by name, so the
+choice never depends on which score is higher.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from glu_study.ffn import PAPER_VARIANTS, get_variant
+from glu_study.paper import FINETUNE, RAFFEL_2019, SOURCE
+from glu_study.tasks import BENCHMARKS, TASKS, benchmark_averages
+
+COLUMNS = ("glue_avg", "superglue_avg", "squad_em", "squad_f1")
+HEADERS = ("GLUE avg", "SuperGLUE avg", "SQuAD EM", "SQuAD F1")
+
+
+@dataclass
+class FinetuneRecord:
+    run: str  # the pretraining run's name, e.g. swiglu-s0
+    ffn: str
+    seed: int
+    finetune: str  # the fine-tune's name (its directory)
+    tasks: list[str]
+    steps: int
+    finished: bool
+    eval_examples: int
+    dev_truncated: bool  # scored only the first eval_examples rows of some dev split
+    best: dict[str, dict[str, float]]
+
+
+def finetune_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in (run_dir / "finetune").glob("*/scores.json"))
+
+
+def read_finetunes(run_dirs: list[Path]) -> list[FinetuneRecord]:
+    records = []
+    for d in run_dirs:
+        for f in finetune_dirs(d):
+            s = json.loads((f / "scores.json").read_text())
+            records.append(
+                FinetuneRecord(
+                    run=s["pretrained"]["name"],
+                    ffn=s["ffn"],
+                    seed=int(s["seed"]),
+                    finetune=s["name"],
+                    tasks=list(s["tasks"]),
+                    steps=int(s["steps"]),
+                    finished=bool(s["finished"]),
+                    eval_examples=int(s["eval_examples"]),
+                    dev_truncated=bool(s["dev_truncated"]),
+                    best=s["best"],
+                )
+            )
+    return records
+
+
+def merged_scores(records: list[FinetuneRecord]) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
+    """(ffn, seed) -> task -> best metrics, each task from the widest fine-tune of that pretraining run."""
+    out: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
+    for r in sorted(records, key=lambda r: (-len(r.tasks), r.finetune)):
+        tasks = out.setdefault((r.ffn, r.seed), {})
+        for name, metrics in r.best.items():
+            tasks.setdefault(name, metrics)
+    return out
+
+
+def _variant_order(ffns) -> list[str]:
+    return [v for v in PAPER_VARIANTS if v in ffns] + sorted(v for v in ffns if v not in PAPER_VARIANTS)
+
+
+def _mean_std(vals: list[float]) -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f} (1)"
+    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f} ({len(vals)})"
+
+
+def table2_markdown(records: list[FinetuneRecord], title: str) -> str:
+    merged = merged_scores(records)
+    ffns = _variant_order({f for f, _ in merged})
+    out = io.StringIO()
+    w = out.write
+    steps = sorted({r.steps for r in records})
+    w(f"# Tables 2-4 reproduction: {title}\n\n")
+    w(
+        f"Dev-set scores after fine-tuning ({len(records)} fine-tunes of {len(merged)} pretrained runs, "
+        f"{', '.join(map(str, steps))} fine-tuning steps), best evaluation per task as in the paper; ours: "
+        f"mean ± std over pretraining seeds (n). An average is shown only when every task of its benchmark was "
+        f"scored (GLUE without WNLI, MNLI = mean of matched and mismatched). Paper: {SOURCE}, T5-base after "
+        "524,288 pretraining steps.\n\n"
+    )
+    partial = [r for r in records if r.dev_truncated or not r.finished]
+    if partial:
+        w(
+            f"**Not comparable with the paper:** {len(partial)} fine-tune(s) scored only part of a dev split "
+            "(`finetune.eval_examples`) or did not finish.\n\n"
+        )
+    w("| variant | " + " | ".join(f"{h} (ours) | {h} (paper)" for h in HEADERS) + " |\n")
+    w("|---|" + "---:|" * (2 * len(HEADERS)) + "\n")
+    for v in ffns:
+        avgs = [benchmark_averages(tasks) for (f, _), tasks in merged.items() if f == v]
+        paper = FINETUNE.get(v)
+        cells = []
+        for i, col in enumerate(COLUMNS):
+            cells.append(_mean_std([a[col] for a in avgs if a[col] is not None]))
+            cells.append(f"{paper[i]:.2f}" if paper else "–")
+        w(f"| {get_variant(v).paper_name} | " + " | ".join(cells) + " |\n")
+    w("| T5 (Raffel et al. 2019) | " + " | ".join(f"– | {x:.2f}" for x in RAFFEL_2019) + " |\n")
+
+    tasks = [t for t in TASKS if any(t in m for m in merged.values())]
+    w("\n## Every task (its score: the mean of its metrics)\n\n")
+    w("| variant | " + " | ".join(tasks) + " |\n")
+    w("|---|" + "---:|" * len(tasks) + "\n")
+    for v in ffns:
+        cells = [
+            _mean_std([m[t]["score"] for (f, _), m in merged.items() if f == v and t in m]) for t in tasks
+        ]
+        w(f"| {get_variant(v).paper_name} | " + " | ".join(cells) + " |\n")
+    missing = {b: [t for t in BENCHMARKS[b] if t not in tasks] for b in ("glue", "superglue")}
+    notes = [f"{b}: {', '.join(m)}" for b, m in missing.items() if m and len(m) < len(BENCHMARKS[b])]
+    if notes:
+        w(f"\nTasks without a score (so no average): {'; '.join(notes)}.\n")
+    return out.getvalue()
+
+
+def write_finetune_csv(records: list[FinetuneRecord], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        wr = csv.writer(f, lineterminator="\n")
+        wr.writerow(
+            ["run", "ffn", "seed", "finetune", "steps", "eval_examples", "task", "metric", "value", "step"]
+        )
+        order = {v: i for i, v in enumerate(PAPER_VARIANTS)}
+        for r in sorted(records, key=lambda r: (order.get(r.ffn, 99), r.ffn, r.seed, r.finetune)):
+            for task, metrics in r.best.items():
+                for k, v in metrics.items():
+                    if k != "step":
+                        row = [r.run, r.ffn, r.seed, r.finetune, r.steps, r.eval_examples, task, k, repr(v)]
+                        wr.writerow([*row, metrics["step"]])
+
+
+def write_finetune_report(records: list[FinetuneRecord], out_dir: Path, title: str) -> str:
+    table = table2_markdown(records, title)
+    (out_dir / "table2.md").write_text(table)
+    write_finetune_csv(records, out_dir / "finetune.csv")
+    return table

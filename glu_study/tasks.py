@@ -1,0 +1,379 @@
+"""The fine-tuning tasks of Tables 2-4 (GLUE, SuperGLUE, SQuAD), cast to text-to-text exactly as T5 does.
+
+Read top to bottom: the task registry (hub name, splits, the columns we need, label words, metrics), the
+text-to-text casting (T5's `t5.data.preprocessors.glue/stsb/record/wsc_simple/squad`), the loaders (one
+`datasets.load_dataset` call per split, from the hub or from local files with the same schema), and scoring
+(predictions are generated text; each task's official metric from scikit-learn, scipy or torchmetrics).
+
+Benchmark averages follow T5 (`t5/scripts/parse_tb.py`): a task with two metrics counts as their mean, MNLI is the
+mean of matched and mismatched, WNLI is left out of the GLUE average (T5 never trained on it), and an average is
+given only when every task of the benchmark has a score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import regex
+
+from glu_study.data import DataError
+
+
+class UnknownTaskError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # ours (and the W&B / record key); SuperGLUE's RTE is `superglue_rte`
+    benchmark: str  # glue | superglue | squad
+    hub: tuple[str, str | None]  # (dataset path, config name) for `datasets.load_dataset`
+    prefix: str  # T5's benchmark name, the first word of every input
+    features: tuple[str, ...]  # input fields, in T5's order ("<field>: <value>" after the prefix)
+    labels: tuple[str, ...] = ()  # the label words a class id turns into (T5: TFDS label_classes)
+    eval_splits: tuple[str, ...] = ("validation",)
+    kind: str = "classify"  # classify | regress | record | wsc | squad
+    metrics: tuple[str, ...] = ("accuracy",)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """What a split must have: the input fields and the answer."""
+        answer = {"squad": ("answers",), "record": ("answers",), "wsc": ("span1_text", "label")}
+        return tuple(dict.fromkeys((*self.features, *answer.get(self.kind, ("label",)))))
+
+
+_NLI3 = ("entailment", "neutral", "contradiction")
+_NLI2 = ("entailment", "not_entailment")
+_BOOL = ("False", "True")
+_GLUE, _SGLUE = ("nyu-mll/glue", None), ("aps/super_glue", None)
+
+
+def _glue(name, features, labels, **kw) -> Task:
+    return Task(name, "glue", (_GLUE[0], name), name, features, labels, **kw)
+
+
+def _sglue(name, features, labels=(), *, config=None, prefix=None, **kw) -> Task:
+    config = config or name
+    return Task(name, "superglue", (_SGLUE[0], config), prefix or config, features, labels, **kw)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        _glue("cola", ("sentence",), ("unacceptable", "acceptable"), metrics=("matthews_corrcoef",)),
+        _glue("sst2", ("sentence",), ("negative", "positive")),
+        _glue(
+            "mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), metrics=("f1", "accuracy")
+        ),
+        _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), metrics=("f1", "accuracy")),
+        _glue("stsb", ("sentence1", "sentence2"), (), kind="regress", metrics=("pearson", "spearman")),
+        _glue(
+            "mnli",
+            ("hypothesis", "premise"),
+            _NLI3,
+            eval_splits=("validation_matched", "validation_mismatched"),
+        ),
+        _glue("qnli", ("question", "sentence"), _NLI2),
+        _glue("rte", ("sentence1", "sentence2"), _NLI2),
+        _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
+        _sglue("boolq", ("passage", "question"), _BOOL),
+        _sglue(
+            "cb",
+            ("hypothesis", "premise"),
+            ("entailment", "contradiction", "neutral"),
+            metrics=("f1", "accuracy"),
+        ),
+        _sglue("copa", ("choice1", "choice2", "premise", "question"), ("choice1", "choice2")),
+        _sglue("multirc", ("question", "answer", "paragraph"), _BOOL, metrics=("f1a", "em")),
+        _sglue("record", ("query", "entities", "passage"), kind="record", metrics=("em", "f1")),
+        _sglue("superglue_rte", ("hypothesis", "premise"), _NLI2, config="rte"),
+        _sglue("wic", ("sentence1", "sentence2", "word"), _BOOL),
+        _sglue("wsc", ("text", "span1_text", "span2_index", "span2_text"), kind="wsc", config="wsc.fixed"),
+        Task(
+            "squad",
+            "squad",
+            ("rajpurkar/squad", None),
+            "",
+            ("question", "context"),
+            kind="squad",
+            metrics=("em", "f1"),
+        ),
+    ]
+}
+
+BENCHMARKS = {
+    "glue": [t for t in TASKS if TASKS[t].benchmark == "glue" and t != "wnli"],
+    "superglue": [t for t in TASKS if TASKS[t].benchmark == "superglue"],
+    "squad": ["squad"],
+}
+# `task=` takes one task or a mixture; `all` is the paper's GLUE + SuperGLUE + SQuAD mixture.
+MIXTURES = {**BENCHMARKS, "all": [*BENCHMARKS["glue"], *BENCHMARKS["superglue"], "squad"]}
+
+
+def resolve_tasks(spec: str) -> list[Task]:
+    """`rte` -> [rte]; `glue` -> the GLUE tasks; `cola+squad` -> both. Unknown names list the valid ones."""
+    names: list[str] = []
+    for part in str(spec).split("+"):
+        part = part.strip()
+        if part in MIXTURES:
+            names.extend(MIXTURES[part])
+        elif part in TASKS:
+            names.append(part)
+        else:
+            raise UnknownTaskError(
+                f"unknown task {part!r}; tasks: {', '.join(TASKS)}; mixtures: {', '.join(MIXTURES)} "
+                "(join several with '+')"
+            )
+    return [TASKS[n] for n in dict.fromkeys(names)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Text-to-text, as T5 (t5/data/preprocessors.py)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def pad_punctuation(text: str) -> str:
+    """T5's `_pad_punctuation` for SQuAD: spaces around every character that is not a letter, digit or mark."""
+    text = regex.sub(r"([^_\s\p{N}\p{L}\p{M}])", r" \1 ", str(text))
+    return regex.sub(r"\s+", " ", text).strip()
+
+
+def _fields(task: Task, row: dict) -> str:
+    parts = [task.prefix]
+    for key in task.features:
+        value = row[key]
+        if task.name == "multirc" and key == "paragraph":  # T5 strips MultiRC's HTML markup
+            value = regex.sub(r"<(/)?b>", "", regex.sub(r"<br>", " ", value))
+        parts += [f"{key}:", str(value)]
+    return " ".join(parts)
+
+
+def _record_inputs(row: dict) -> str:
+    passage = regex.sub(r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 ", row["passage"])
+    passage = regex.sub(r"\n@highlight\n", ". ", passage)
+    return f"record query: {row['query']} entities: {', '.join(row['entities'])} passage: {passage}"
+
+
+def _wsc_inputs(row: dict) -> str:
+    """T5's `wsc_simple`: the pronoun (span2) marked with asterisks, in place."""
+    words = row["text"].split(" ")
+    i = int(row["span2_index"])
+    if not 0 <= i < len(words):
+        raise DataError(f"wsc: span2_index {i} outside the text ({len(words)} words)")
+    words[i] = f"*{row['span2_text']}*" + words[i][len(row["span2_text"]) :]  # keep trailing punctuation
+    return "wsc: " + " ".join(words)
+
+
+def text_to_text(task: Task, row: dict, *, for_training: bool) -> list[tuple[str, str]]:
+    """(inputs, target) pairs of one dataset row; ReCoRD trains on one pair per answer, WSC only on rows whose
+    span1 *is* the pronoun's referent (T5's correct_referent_only). Evaluation uses the first pair."""
+    if task.kind == "squad":
+        q, c = pad_punctuation(row["question"]), pad_punctuation(row["context"])
+        answers = [pad_punctuation(a) for a in row["answers"]["text"]] or ["<unk>"]
+        return [(f"question: {q} context: {c}", answers[0])]
+    if task.kind == "record":
+        inputs = _record_inputs(row)
+        answers = list(row["answers"]) or ["<unk>"]
+        return [(inputs, a) for a in (answers if for_training else answers[:1])]
+    if task.kind == "wsc":
+        if for_training and not int(row["label"]):
+            return []
+        return [(_wsc_inputs(row), row["span1_text"])]
+    inputs = _fields(task, row)
+    if task.kind == "regress":  # STS-B: the score rounded to steps of 0.2, one decimal
+        return [(inputs, f"{round(float(row['label']) * 5) / 5:.1f}")]
+    label = int(row["label"])
+    return [(inputs, task.labels[label] if label >= 0 else "<unk>")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading: canonical hub names, or local files with the same schema (same code path)
+# ---------------------------------------------------------------------------------------------------------
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_split(task: Task, split: str, data_dir: str | Path | None = None):
+    """One split as a `datasets.Dataset`, from the hub, or from <data_dir>/<task>/<split>.<ext> when given."""
+    import datasets
+
+    if data_dir is not None:
+        found = [
+            p for p in (Path(data_dir) / task.name / f"{split}{ext}" for ext in _BUILDERS) if p.is_file()
+        ]
+        if not found:
+            raise DataError(
+                f"{task.name}: no {split} split in {Path(data_dir) / task.name} "
+                f"(expected {split}.jsonl, .json, .parquet or .csv)"
+            )
+        path = found[0]
+        try:
+            ds = datasets.load_dataset(_BUILDERS[path.suffix], data_files={split: str(path)}, split=split)
+        except Exception as e:  # a malformed file: say which, not a traceback from the builder
+            raise DataError(f"{task.name} {split}: cannot read {path}: {e}") from e
+        source = str(path)
+    else:
+        ds = datasets.load_dataset(task.hub[0], task.hub[1], split=split)
+        source = "/".join(x for x in task.hub if x)
+    check_schema(task, ds, f"{task.name} {split} ({source})")
+    return ds
+
+
+def check_schema(task: Task, ds, where: str) -> None:
+    missing = [c for c in task.columns if c not in ds.column_names]
+    if missing:
+        raise DataError(
+            f"{where}: unexpected schema, missing {', '.join(missing)}; "
+            f"expected {', '.join(task.columns)}, found {', '.join(ds.column_names)}"
+        )
+    if len(ds) == 0:
+        raise DataError(f"{where}: no rows")
+    if task.kind == "classify":
+        labels = np.asarray(ds["label"])
+        if labels.dtype.kind not in "iu" or labels.max() >= len(task.labels) or labels.min() < -1:
+            raise DataError(
+                f"{where}: labels must be class ids in -1..{len(task.labels) - 1} ({', '.join(task.labels)})"
+            )
+    if task.kind in ("squad", "record"):
+        first = ds[0]["answers"]
+        ok = isinstance(first, dict) and "text" in first if task.kind == "squad" else isinstance(first, list)
+        if not ok:
+            raise DataError(f"{where}: unexpected 'answers' field {first!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scoring generated text (T5's postprocessors + official metrics), in percent as in the paper
+# ---------------------------------------------------------------------------------------------------------
+
+_WSC_DETERMINERS = set(
+    "a an few her his each every many much my our some that the their these this those which whose your".split()
+)
+
+
+def _class_ids(task: Task, predictions: list[str]) -> np.ndarray:
+    """T5's string_label_to_class_id: a word that is not a label is -1 (always wrong)."""
+    index = {w: i for i, w in enumerate(task.labels)}
+    return np.array([index.get(p.strip(), -1) for p in predictions])
+
+
+def _f1_with_invalid(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """T5's f1_score_with_invalid: an invalid prediction counts as the wrong class."""
+    from sklearn.metrics import f1_score
+
+    y_pred = np.where((y_pred == 0) | (y_pred == 1), y_pred, 1 - y_true)
+    return 100 * f1_score(y_true, y_pred)
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return -1.0  # T5's string_to_float default
+
+
+def _correlations(y_true, y_pred) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr
+
+    # A constant prediction has no correlation; it scores 0, not NaN, so averages stay defined.
+    if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
+        return {"pearson": 0.0, "spearman": 0.0}
+    return {"pearson": 100 * pearsonr(y_true, y_pred)[0], "spearman": 100 * spearmanr(y_true, y_pred)[0]}
+
+
+def _wsc_referent(prediction: str, referent: str) -> int:
+    """T5's wsc_simple postprocessor: does the predicted noun phrase name span1 (determiners ignored)?"""
+
+    def clean(s: str) -> str:
+        return " ".join(w for w in s.strip().lower().split(" ") if w not in _WSC_DETERMINERS)
+
+    prediction, referent = clean(prediction), clean(referent)
+    if not prediction:
+        return -1
+    if ("'" in prediction) != ("'" in referent):
+        return 0
+    p, r = set(prediction.split(" ")), set(referent.split(" "))
+    return int(p <= r or r <= p)
+
+
+def squad_scores(predictions: list[str], answers: list[list[str]]) -> dict[str, float]:
+    """SQuAD v1.1 exact match and token F1, best over the reference answers (torchmetrics' official port)."""
+    from torchmetrics.functional.text import squad
+
+    preds = [{"prediction_text": p, "id": str(i)} for i, p in enumerate(predictions)]
+    target = [
+        {"answers": {"text": list(a), "answer_start": [0] * len(a)}, "id": str(i)}
+        for i, a in enumerate(answers)
+    ]
+    out = squad(preds, target)
+    return {"em": float(out["exact_match"]), "f1": float(out["f1"])}
+
+
+def score(task: Task, predictions: list[str], rows: list[dict]) -> dict[str, float]:
+    """Each metric of the task, plus `score` (their mean): what the benchmark average uses."""
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    if len(predictions) != len(rows):
+        raise ValueError(f"{len(predictions)} predictions for {len(rows)} rows")
+    out: dict[str, float]
+    if task.kind == "squad":
+        out = squad_scores(predictions, [[pad_punctuation(a) for a in r["answers"]["text"]] for r in rows])
+    elif task.kind == "record":
+        out = squad_scores(predictions, [list(r["answers"]) for r in rows])
+    elif task.kind == "regress":
+        out = _correlations(
+            np.array([float(r["label"]) for r in rows]), np.array([_to_float(p) for p in predictions])
+        )
+    elif task.kind == "wsc":
+        y_pred = [_wsc_referent(p, r["span1_text"]) for p, r in zip(predictions, rows, strict=True)]
+        out = {"accuracy": 100 * accuracy_score([int(r["label"]) for r in rows], y_pred)}
+    else:
+        y_true, y_pred = np.array([int(r["label"]) for r in rows]), _class_ids(task, predictions)
+        out = {}
+        for m in task.metrics:
+            if m == "accuracy":
+                out[m] = 100 * accuracy_score(y_true, y_pred)
+            elif m == "matthews_corrcoef":
+                out[m] = 100 * matthews_corrcoef(y_true, y_pred)
+            elif m == "f1" and task.name == "cb":  # CB: macro F1 over its three classes
+                out[m] = 100 * f1_score(y_true, y_pred, labels=range(len(task.labels)), average="macro")
+            elif m in ("f1", "f1a"):  # MultiRC's F1a: binary F1 over all answer options
+                out[m] = _f1_with_invalid(y_true, y_pred)
+            elif m == "em":  # MultiRC: a question counts only if every one of its answers is right
+                groups = defaultdict(list)
+                for r, t, p in zip(rows, y_true, y_pred, strict=True):
+                    groups[(r["idx"]["paragraph"], r["idx"]["question"])].append(t == p)
+                out[m] = 100 * float(np.mean([all(g) for g in groups.values()]))
+    out = {k: float(v) for k, v in out.items()}
+    out["score"] = float(np.mean(list(out.values())))
+    return out
+
+
+def score_splits(task: Task, per_split: dict[str, tuple[list[str], list[dict]]]) -> dict[str, float]:
+    """`score` over the task's dev splits. MNLI has two: `accuracy_matched`, `accuracy_mismatched`, and a `score`
+    that is their mean."""
+    if len(per_split) == 1:
+        return score(task, *next(iter(per_split.values())))
+    out, scores = {}, []
+    for split, (predictions, rows) in per_split.items():
+        s = score(task, predictions, rows)
+        scores.append(s.pop("score"))
+        out.update({f"{k}_{split.removeprefix('validation_')}": v for k, v in s.items()})
+    out["score"] = float(np.mean(scores))
+    return out
+
+
+def benchmark_averages(scores: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """GLUE / SuperGLUE averages of the per-task `score`s (None unless every task of the benchmark has one),
+    and SQuAD's EM and F1. `scores` maps task name -> that task's metrics."""
+    out: dict[str, float | None] = {}
+    for bench in ("glue", "superglue"):
+        vals = [scores.get(t, {}).get("score") for t in BENCHMARKS[bench]]
+        ok = all(v is not None and math.isfinite(v) for v in vals)
+        out[f"{bench}_avg"] = float(np.mean(vals)) if ok else None
+    out["squad_em"] = scores.get("squad", {}).get("em")
+    out["squad_f1"] = scores.get("squad", {}).get("f1")
+    return out
