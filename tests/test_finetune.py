@@ -289,6 +289,27 @@ def test_resume_is_exact(pretrained):
         finetune(changed, out)
 
 
+def test_multirun_one_record_directory_per_task(pretrained, tmp_path):
+    run_dir, data = pretrained
+    r = run_cli(
+        "glu_study.finetune",
+        "-m",
+        f"run_dir={run_dir}",
+        "task=rte,squad",
+        f"data_dir={data}",
+        "logger=disabled",
+        "finetune.max_steps=4",
+        "finetune.eval_every=4",
+        "finetune.eval_examples=8",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *FAST,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    for task in ("rte", "squad"):
+        s = json.loads((run_dir / "finetune" / task / "scores.json").read_text())
+        assert s["tasks"] == [task] and s["steps"] == 4 and s["dev_truncated"]  # 8 of 24 dev rows
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Config and bad input
 # ---------------------------------------------------------------------------------------------------------
