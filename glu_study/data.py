@@ -186,7 +186,7 @@ def merge_back(inputs: np.ndarray, targets: np.ndarray, vocab_size: int, extra_i
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _fingerprint(*parts) -> str:
+def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -286,7 +286,7 @@ def embedded_corpus(cfg) -> Path:
     held-out file never appears in training.
     """
     roots = _source_roots(cfg)
-    key = _fingerprint(
+    key = fingerprint(
         "embedded",
         HARVESTER_VERSION,
         [(lab, ver) for lab, ver, _ in roots],
@@ -393,7 +393,7 @@ def text_files_corpus(cfg) -> Path:
     files = _expand_paths(list(cfg.paths), "data.paths")
     held = _expand_paths(list(cfg.heldout_paths), "data.heldout_paths") if cfg.heldout_paths else []
     stamp = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files + held]
-    key = _fingerprint("text_files", stamp, cfg.text_field, cfg.heldout_percent)
+    key = fingerprint("text_files", stamp, cfg.text_field, cfg.heldout_percent)
     final = Path(cfg.cache_dir) / "corpus" / f"text_files-{key}"
     if (final / "stats.json").exists():
         return final
@@ -433,7 +433,7 @@ def c4_corpus(cfg) -> Path:
     """
     import datasets
 
-    key = _fingerprint(
+    key = fingerprint(
         "c4",
         cfg.dataset_path,
         cfg.dataset_name,
@@ -492,7 +492,7 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
     """
     import sentencepiece as spm
 
-    key = _fingerprint("spm", corpus_dir.name, cfg.vocab_size, cfg.tokenizer_max_sentences, SPM_SEED)
+    key = fingerprint("spm", corpus_dir.name, cfg.vocab_size, cfg.tokenizer_max_sentences, SPM_SEED)
     final = Path(cfg.cache_dir) / "tokenizer" / f"spm-{key}"
     if (final / "spiece.model").exists():
         return final / "spiece.model"

@@ -16,6 +16,7 @@ Checkpoints make a pre-empted fine-tune resume exactly: batches are a pure funct
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from glu_study.data import DataError, load_hf_tokenizer
+from glu_study.data import DataError, fingerprint, load_hf_tokenizer
 from glu_study.tasks import (
     TASKS,
     Task,
@@ -49,17 +50,18 @@ from glu_study.train import (
     ConfigError,
     DistInfo,
     NonFiniteLossError,
-    _rng_state,
-    _set_rng_state,
-    _write_json_atomic,
+    StopOnSigterm,
     list_checkpoints,
     load_checkpoint,
     make_optimizer,
     make_schedule,
     optimizer_step,
     resolve_device,
+    rng_state,
     save_checkpoint,
     seed_everything,
+    set_rng_state,
+    write_json_atomic,
 )
 
 EXPORT_FILES = ("config.json", "model.safetensors", "spiece.model")
@@ -135,8 +137,17 @@ def _rows(batch: dict) -> list[dict]:
     return [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
 
 
-def encode_train(task: Task, ds, tok, s):
-    """A dataset of (input_ids, labels), one row per training pair (ReCoRD: one per answer)."""
+# Part of the cache key of tokenised training sets: bump it whenever text_to_text's output changes.
+CASTING_VERSION = 1
+
+
+def encode_train(task: Task, ds, tok, s, tokenizer_id: str):
+    """A dataset of (input_ids, labels), one row per training pair (ReCoRD: one per answer).
+
+    `datasets` caches the map beside the source data. Its automatic key hashes the function with the tokenizer
+    inside, which is not stable across processes, so the key is given: the source's fingerprint, the task, the
+    tokenizer file's hash, the lengths and CASTING_VERSION.
+    """
 
     def encode(batch):
         pairs = [p for row in _rows(batch) for p in text_to_text(task, row, for_training=True)]
@@ -147,7 +158,22 @@ def encode_train(task: Task, ds, tok, s):
 
     if s.max_train_examples and len(ds) > s.max_train_examples:
         ds = ds.shuffle(seed=0).select(range(s.max_train_examples))  # a fixed subset, the same for every run
-    out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"{task.name}: tokenise")
+    key = fingerprint(
+        "text-to-text",
+        CASTING_VERSION,
+        ds._fingerprint,
+        task.name,
+        tokenizer_id,
+        s.inputs_length,
+        s.targets_length,
+    )
+    out = ds.map(
+        encode,
+        batched=True,
+        remove_columns=ds.column_names,
+        new_fingerprint=key,
+        desc=f"{task.name}: tokenise",
+    )
     if len(out) == 0:
         raise DataError(f"{task.name}: no training examples")
     return out
@@ -257,9 +283,10 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
 
     # Data first: a bad dataset fails here, before anything is trained or written.
     tok = load_hf_tokenizer(run_dir / "model" / "spiece.model")
+    tokenizer_id = hashlib.sha256((run_dir / "model" / "spiece.model").read_bytes()).hexdigest()[:16]
     train_sets, eval_sets = [], {}
     for task in tasks:
-        train_sets.append(encode_train(task, load_split(task, "train", cfg.data_dir), tok, s))
+        train_sets.append(encode_train(task, load_split(task, "train", cfg.data_dir), tok, s, tokenizer_id))
         eval_sets[task.name] = {
             split: encode_eval(task, load_split(task, split, cfg.data_dir), tok, s)
             for split in task.eval_splits
@@ -275,6 +302,8 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     schedule = make_schedule(optimizer, s)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / "checkpoints").glob(".tmp-*"):  # a save killed half-way: never complete
+        shutil.rmtree(stale, ignore_errors=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     state = {"step": 0, "wandb_id": None, "best": {}, "final": {}, "wall_s": 0.0}
     checkpoints = list_checkpoints(out_dir)
@@ -287,7 +316,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         state = ckpt["state"]
         print(f"resuming {out_dir} from step {state['step']}")
     tmp = out_dir / ".config.yaml.tmp"
@@ -319,7 +348,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "state": dict(state),
                 "config": resolved,
             },
@@ -346,7 +375,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
             **benchmark_averages(state["best"]),
             "wall_s": round(state["wall_s"], 3),
         }
-        _write_json_atomic(out_dir / "scores.json", record)
+        write_json_atomic(out_dir / "scores.json", record)
         return record
 
     def evaluate() -> None:
@@ -370,6 +399,9 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
         0,
     )
     micro = s.batch_size // s.grad_accum
+    stop = (
+        StopOnSigterm()
+    )  # SIGTERM (pre-emption): checkpoint at the end of this step, exit 0, resume on re-run
     try:
         while state["step"] < s.max_steps:
             pairs = sample_batch(train_sets, rates, s.batch_size, cfg.seed, state["step"])
@@ -402,12 +434,20 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
                 evaluate()
             if state["step"] % s.checkpoint_every == 0 or done:
                 checkpoint()
+            if stop.requested and not done:
+                checkpoint()
+                print(f"\nSIGTERM: checkpoint saved at step {state['step']}; run the same command to resume")
+                tracker.finish(exit_code=0, preempted=True)
+                raise SystemExit(0)
     finally:
         bar.close()
+        stop.restore()
     if not state["final"]:  # resumed a fine-tune that had already finished
         evaluate()
     record = write_scores(finished=True)
-    tracker.summary({k: v for k, v in record.items() if k.endswith(("_avg", "_em", "_f1")) and v is not None})
+    summary = {k: v for k, v in record.items() if k.endswith(("_avg", "_em", "_f1")) and v is not None}
+    summary.update({f"best/{t}/{k}": v for t, m in record["best"].items() for k, v in m.items()})
+    tracker.summary(summary)
     tracker.finish(exit_code=0)
     return record
 

@@ -111,7 +111,7 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
     filters = {"group": group} if group else {}
     records = []
     for run in api.runs(path, filters=filters):
-        if run.state != "finished":
+        if run.state != "finished" or run.job_type not in (None, "pretrain"):  # fine-tunes are not Table 1
             continue
         s, c = run.summary, run.config
         final = s.get(METRIC)

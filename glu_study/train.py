@@ -236,14 +236,14 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -288,7 +288,7 @@ def heldout_log_perplexity(model, data: PretrainData, device, precision: str, ba
 # ---------------------------------------------------------------------------------------------------------
 
 
-class _Stop:
+class StopOnSigterm:
     """SIGTERM (pre-emption) sets a flag; the loop checkpoints at the end of the current step and exits."""
 
     def __init__(self):
@@ -323,7 +323,7 @@ def derived_figures(cfg, variant, data: PretrainData, model) -> dict:
     }
 
 
-def _write_json_atomic(path: Path, obj) -> None:
+def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -383,7 +383,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         state = ckpt["state"]
         log(f"resuming {run_dir} from step {state['step']}")
 
@@ -408,7 +408,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "state": dict(state),
                 "config": resolved,
             },
@@ -421,7 +421,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         tracker.log(state["step"], {"eval/log_perplexity": value})
         return value
 
-    stop = _Stop()
+    stop = StopOnSigterm()
     model.train()
     tokens_per_example = data.info.inputs_length + data.targets_length
     bar = tqdm(
@@ -514,7 +514,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     }
     if info.is_main:
         export_model(model, data.info.spiece_model, run_dir)
-        _write_json_atomic(run_dir / "summary.json", summary)
+        write_json_atomic(run_dir / "summary.json", summary)
         tracker.summary(summary)
         tracker.finish(exit_code=0)
         log(f"final held-out log-perplexity ({cfg.name}, step {state['step']}): {last_eval:.4f}")

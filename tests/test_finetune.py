@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -26,9 +30,9 @@ from glu_study.tasks import (
     score_splits,
     text_to_text,
 )
-from glu_study.train import load_checkpoint, train
+from glu_study.train import list_checkpoints, load_checkpoint, train
 
-from .conftest import TINY, run_cli
+from .conftest import ROOT, TINY, run_cli
 from .task_fixtures import ROWS, classification_rows, squad_rows, write_split
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,6 +312,53 @@ def test_multirun_one_record_directory_per_task(pretrained, tmp_path):
     for task in ("rte", "squad"):
         s = json.loads((run_dir / "finetune" / task / "scores.json").read_text())
         assert s["tasks"] == [task] and s["steps"] == 4 and s["dev_truncated"]  # 8 of 24 dev rows
+
+
+def test_sigterm_checkpoints_and_the_same_command_resumes(pretrained):
+    run_dir, data = pretrained
+    args = [
+        "-m",
+        "glu_study.finetune",
+        f"run_dir={run_dir}",
+        "task=rte",
+        f"data_dir={data}",
+        "logger=disabled",
+        "name=preempted",
+        "finetune.max_steps=80",
+        "finetune.checkpoint_every=2",
+        "finetune.eval_every=80",
+        *FAST,
+    ]
+    out = run_dir / "finetune" / "preempted"
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 180
+    while not list_checkpoints(out):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "SIGTERM" in stdout, stderr[-2000:]
+    step = list_checkpoints(out)[-1][0]
+    assert 2 <= step < 80 and not (out / "scores.json").exists()
+    r = run_cli(*args[1:])
+    assert r.returncode == 0 and f"from step {step}" in r.stdout, r.stderr[-2000:]
+    assert json.loads((out / "scores.json").read_text())["finished"]
+
+
+@pytest.mark.gpu
+def test_finetune_bf16_on_cuda(pretrained):
+    run_dir, data = pretrained
+    overrides = [f"run_dir={run_dir}", "task=rte+squad", f"data_dir={data}", "logger=disabled", "name=cuda"]
+    overrides += [
+        "finetune.device=cuda",
+        "finetune.precision=bf16",
+        "finetune.max_steps=20",
+        "finetune.eval_every=20",
+    ]
+    s = finetune(compose([*overrides, *FAST], config_name="finetune"), run_dir / "finetune" / "cuda")
+    assert s["finished"] and 0 <= s["squad_em"] <= s["squad_f1"] <= 100
 
 
 # ---------------------------------------------------------------------------------------------------------
