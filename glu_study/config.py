@@ -158,7 +158,7 @@ class FinetuneConfig:
     # schema, <data_dir>/<task>/<split>.jsonl (or .json/.parquet/.csv), read through the same loader.
     data_dir: str | None = None
     seed: int = 0
-    name: str = "${task}"
+    name: str = "${oc.select:task,unnamed}"
 
 
 # config.yaml lists `config_schema` first in its defaults, so every group is merged into these types;

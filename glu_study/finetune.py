@@ -480,9 +480,19 @@ def _remove_job_dirs(out_dir: Path, run_dir: Path) -> None:
 
 @hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    missing = [k for k in ("run_dir", "task") if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        if _fresh(hydra_dir):
+            _remove_job_dirs(hydra_dir, hydra_dir.parent.parent)
+        print(
+            f"error: missing {' and '.join(f'{k}=' for k in missing)}; usage: python -m glu_study.finetune "
+            f"run_dir=<a finished pretraining run> task=<{', '.join(TASKS)}; or glue, superglue, squad, all>",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_BAD_INPUT)
     run_dir = Path(cfg.run_dir).resolve()
     out_dir = run_dir / "finetune" / cfg.name
-    hydra_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     fresh = _fresh(out_dir) or not out_dir.exists()
     try:
         print_scores(finetune(cfg, out_dir))

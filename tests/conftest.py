@@ -61,7 +61,8 @@ def tiny_data(session_cache):
 
 
 def run_cli(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
-    """Run `python -m ...` in a child process from the repository root, capturing output."""
+    """Run `python -m ...` in a child process (from the repository root unless cwd= says), capturing output."""
+    kwargs.setdefault("cwd", ROOT)
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, **kwargs
     )

@@ -397,6 +397,12 @@ def test_bad_input_one_error_nonzero_exit_nothing_written(pretrained, tmp_path):
     )
     assert after == before
 
+    r = run_cli("glu_study.finetune", "task=rte", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: missing run_dir=") and "squad" in r.stderr
+    r = run_cli("glu_study.finetune", f"run_dir={run_dir}", cwd=tmp_path)
+    assert r.returncode == 2 and "missing task=" in r.stderr and r.stderr.count("\n") == 1
+    assert not list(tmp_path.iterdir()) and not (run_dir / "finetune" / "unnamed").exists()
+
     missing = tmp_path / "no_such_run"
     r = run_cli("glu_study.finetune", f"run_dir={missing}", "task=rte")
     assert r.returncode == 2 and "no such run directory" in r.stderr and not missing.exists()
