@@ -477,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                 p.error("give run directories, or --wandb ENTITY/PROJECT")
             run_dirs = find_run_dirs(args.dirs)
             records = [read_run_dir(d) for d in run_dirs]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+        finetunes = read_finetunes(run_dirs)  # read everything before writing anything
+    except (FileNotFoundError, KeyError, ValueError) as e:  # ValueError covers json.JSONDecodeError
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not records:
@@ -500,7 +501,6 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {out_dir}/table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)"
     )
-    finetunes = read_finetunes(run_dirs)
     if finetunes:  # Tables 2-4 whenever fine-tune records exist
         print(write_finetune_report(finetunes, out_dir, experiment))
         print(f"wrote {out_dir}/table2.md, finetune.csv ({len(finetunes)} fine-tunes)")

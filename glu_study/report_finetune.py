@@ -21,9 +21,41 @@ import numpy as np
 
 from glu_study.ffn import PAPER_VARIANTS, get_variant
 from glu_study.paper import FINETUNE, RAFFEL_2019, SOURCE
-from glu_study.tasks import BENCHMARKS, TASKS, benchmark_averages
+from glu_study.tasks import BENCHMARKS, benchmark_averages
 
 COLUMNS = ("glue_avg", "superglue_avg", "squad_em", "squad_f1")
+# The paper's per-task columns (Tables 2-4): (task, metric, header). WNLI (not in the paper) only when scored.
+PAPER_COLUMNS = {
+    "glue": [
+        ("cola", "matthews_corrcoef", "CoLA MCC"),
+        ("sst2", "accuracy", "SST-2 Acc"),
+        ("mrpc", "f1", "MRPC F1"),
+        ("mrpc", "accuracy", "MRPC Acc"),
+        ("stsb", "pearson", "STS-B PCC"),
+        ("stsb", "spearman", "STS-B SCC"),
+        ("qqp", "f1", "QQP F1"),
+        ("qqp", "accuracy", "QQP Acc"),
+        ("mnli", "accuracy_matched", "MNLI-m Acc"),
+        ("mnli", "accuracy_mismatched", "MNLI-mm Acc"),
+        ("qnli", "accuracy", "QNLI Acc"),
+        ("rte", "accuracy", "RTE Acc"),
+        ("wnli", "accuracy", "WNLI Acc"),
+    ],
+    "superglue": [
+        ("boolq", "accuracy", "BoolQ Acc"),
+        ("cb", "f1", "CB F1"),
+        ("cb", "accuracy", "CB Acc"),
+        ("copa", "accuracy", "CoPA Acc"),
+        ("multirc", "f1a", "MultiRC F1a"),
+        ("multirc", "em", "MultiRC EM"),
+        ("record", "f1", "ReCoRD F1"),
+        ("record", "em", "ReCoRD EM"),
+        ("superglue_rte", "accuracy", "RTE Acc"),
+        ("wic", "accuracy", "WiC Acc"),
+        ("wsc", "accuracy", "WSC Acc"),
+    ],
+    "squad": [("squad", "em", "EM"), ("squad", "f1", "F1")],
+}
 HEADERS = ("GLUE avg", "SuperGLUE avg", "SQuAD EM", "SQuAD F1")
 
 
@@ -49,22 +81,26 @@ def read_finetunes(run_dirs: list[Path]) -> list[FinetuneRecord]:
     records = []
     for d in run_dirs:
         for f in finetune_dirs(d):
-            s = json.loads((f / "scores.json").read_text())
-            records.append(
-                FinetuneRecord(
-                    run=s["pretrained"]["name"],
-                    ffn=s["ffn"],
-                    seed=int(s["seed"]),
-                    finetune=s["name"],
-                    tasks=list(s["tasks"]),
-                    steps=int(s["steps"]),
-                    finished=bool(s["finished"]),
-                    eval_examples=int(s["eval_examples"]),
-                    dev_truncated=bool(s["dev_truncated"]),
-                    best=s["best"],
-                )
-            )
+            try:
+                records.append(_record(json.loads((f / "scores.json").read_text())))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{f / 'scores.json'} is not a complete fine-tune record ({e!r})") from None
     return records
+
+
+def _record(s: dict) -> FinetuneRecord:
+    return FinetuneRecord(
+        run=s["pretrained"]["name"],
+        ffn=s["ffn"],
+        seed=int(s["seed"]),
+        finetune=s["name"],
+        tasks=list(s["tasks"]),
+        steps=int(s["steps"]),
+        finished=bool(s["finished"]),
+        eval_examples=int(s["eval_examples"]),
+        dev_truncated=bool(s["dev_truncated"]),
+        best=s["best"],
+    )
 
 
 def merged_scores(records: list[FinetuneRecord]) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
@@ -75,6 +111,10 @@ def merged_scores(records: list[FinetuneRecord]) -> dict[tuple[str, int], dict[s
         for name, metrics in r.best.items():
             tasks.setdefault(name, metrics)
     return out
+
+
+def _scored(merged: dict, task: str) -> bool:
+    return any(task in m for m in merged.values())
 
 
 def _variant_order(ffns) -> list[str]:
@@ -121,19 +161,30 @@ def table2_markdown(records: list[FinetuneRecord], title: str) -> str:
         w(f"| {get_variant(v).paper_name} | " + " | ".join(cells) + " |\n")
     w("| T5 (Raffel et al. 2019) | " + " | ".join(f"– | {x:.2f}" for x in RAFFEL_2019) + " |\n")
 
-    tasks = [t for t in TASKS if any(t in m for m in merged.values())]
-    w("\n## Every task (its score: the mean of its metrics)\n\n")
-    w("| variant | " + " | ".join(tasks) + " |\n")
-    w("|---|" + "---:|" * len(tasks) + "\n")
-    for v in ffns:
-        cells = [
-            _mean_std([m[t]["score"] for (f, _), m in merged.items() if f == v and t in m]) for t in tasks
+    for bench, heading in (
+        ("glue", "Table 2: GLUE"),
+        ("superglue", "Table 3: SuperGLUE"),
+        ("squad", "Table 4: SQuAD"),
+    ):
+        columns = [
+            c for c in PAPER_COLUMNS[bench] if bench != "glue" or c[0] != "wnli" or _scored(merged, "wnli")
         ]
-        w(f"| {get_variant(v).paper_name} | " + " | ".join(cells) + " |\n")
-    missing = {b: [t for t in BENCHMARKS[b] if t not in tasks] for b in ("glue", "superglue")}
-    notes = [f"{b}: {', '.join(m)}" for b, m in missing.items() if m and len(m) < len(BENCHMARKS[b])]
-    if notes:
-        w(f"\nTasks without a score (so no average): {'; '.join(notes)}.\n")
+        if not any(_scored(merged, task) for task, _, _ in columns):
+            continue
+        avg = [] if bench == "squad" else [f"{bench}_avg"]
+        w(f"\n## {heading} (dev)\n\n")
+        w("| variant | " + " | ".join(["Score avg"] * len(avg) + [h for _, _, h in columns]) + " |\n")
+        w("|---|" + "---:|" * (len(avg) + len(columns)) + "\n")
+        for v in ffns:
+            runs = [m for (f, _), m in merged.items() if f == v]
+            cells = [
+                _mean_std([x for x in (benchmark_averages(m)[a] for m in runs) if x is not None]) for a in avg
+            ]
+            cells += [_mean_std([m[t][k] for m in runs if t in m]) for t, k, _ in columns]
+            w(f"| {get_variant(v).paper_name} | " + " | ".join(cells) + " |\n")
+        missing = [t for t in BENCHMARKS[bench] if not _scored(merged, t)]
+        if missing and bench != "squad":
+            w(f"\nNo score for {', '.join(missing)}, so no {heading.split(': ')[1]} average.\n")
     return out.getvalue()
 
 

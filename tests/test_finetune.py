@@ -263,6 +263,14 @@ def test_end_to_end_rte_and_squad_recorded_and_reported(pretrained, tmp_path):
     again = tmp_path / "again"  # the committed copies regenerate the same tables
     assert report_main([str(report / "runs"), "--out", str(again)]) == 0
     assert (again / "table2.md").read_text() == table
+    assert "## Table 2: GLUE (dev)" in table and "## Table 4: SQuAD (dev)" in table
+    assert "## Table 3" not in table  # no SuperGLUE task was fine-tuned
+
+    broken = report / "runs" / "relu-s0" / "finetune" / "broken"
+    broken.mkdir()
+    (broken / "scores.json").write_text("{}")
+    assert report_main([str(report / "runs"), "--out", str(tmp_path / "never")]) == 2
+    assert not (tmp_path / "never").exists()  # read everything before writing anything
 
 
 def test_resume_is_exact(pretrained):
