@@ -21,7 +21,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -45,12 +44,14 @@ from glu_study.tasks import (
 )
 from glu_study.tracking import Tracker
 from glu_study.train import (
-    EXIT_BAD_INPUT,
     EXIT_NONFINITE,
     ConfigError,
     DistInfo,
     NonFiniteLossError,
     StopOnSigterm,
+    check_settings,
+    cli_exit_codes,
+    holds_only_hydra_files,
     list_checkpoints,
     load_checkpoint,
     make_optimizer,
@@ -83,21 +84,9 @@ def _comparable(cfg: dict) -> dict:
 
 
 def validate_settings(s) -> None:
-    choices = {
-        "precision": ("fp32", "bf16"),
-        "optimizer": ("adafactor", "adamw"),
-        "schedule": ("constant", "rsqrt", "cosine"),
-        "device": ("auto", "cpu", "cuda"),
-    }
-    for key, valid in choices.items():
-        if s[key] not in valid:
-            raise ConfigError(f"finetune.{key}={s[key]!r} is not one of {', '.join(valid)}")
-    for key in ("max_steps", "batch_size", "grad_accum", "inputs_length", "targets_length", "eval_every"):
-        if s[key] < 1:
-            raise ConfigError(f"finetune.{key} must be >= 1, got {s[key]}")
-    for key in ("checkpoint_every", "keep_checkpoints", "log_every", "eval_batch_size", "mixing_limit"):
-        if s[key] < 1:
-            raise ConfigError(f"finetune.{key} must be >= 1, got {s[key]}")
+    positive = ("max_steps", "batch_size", "grad_accum", "inputs_length", "targets_length", "eval_every")
+    positive += ("checkpoint_every", "keep_checkpoints", "log_every", "eval_batch_size", "mixing_limit")
+    check_settings(s, "finetune", positive)
     if s.batch_size % s.grad_accum:
         raise ConfigError(f"finetune.batch_size={s.batch_size} is not divisible by grad_accum={s.grad_accum}")
     if not 0.0 <= s.dropout_rate < 1.0:
@@ -464,11 +453,6 @@ def print_scores(record: dict) -> None:
             print(f"  {key:14s} {record[key]:.2f}")
 
 
-def _fresh(path: Path) -> bool:
-    """True if the directory holds nothing but what Hydra wrote for this invocation."""
-    return path.is_dir() and {p.name for p in path.iterdir()} <= {".hydra", "finetune.log"}
-
-
 def _remove_job_dirs(out_dir: Path, run_dir: Path) -> None:
     """Bad input leaves nothing behind: Hydra already made <run_dir>/finetune/<name> (and a bad run_dir)."""
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -482,30 +466,24 @@ def _remove_job_dirs(out_dir: Path, run_dir: Path) -> None:
 def main(cfg: DictConfig) -> None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     missing = [k for k in ("run_dir", "task") if OmegaConf.is_missing(cfg, k)]
-    if missing:
-        if _fresh(hydra_dir):
-            _remove_job_dirs(hydra_dir, hydra_dir.parent.parent)
-        print(
-            f"error: missing {' and '.join(f'{k}=' for k in missing)}; usage: python -m glu_study.finetune "
-            f"run_dir=<a finished pretraining run> task=<{', '.join(TASKS)}; or glue, superglue, squad, all>",
-            file=sys.stderr,
-        )
-        raise SystemExit(EXIT_BAD_INPUT)
-    run_dir = Path(cfg.run_dir).resolve()
-    out_dir = run_dir / "finetune" / cfg.name
-    fresh = _fresh(out_dir) or not out_dir.exists()
-    try:
-        print_scores(finetune(cfg, out_dir))
-    except (ConfigError, DataError, UnknownTaskError) as e:
+    # Without run_dir=, Hydra's run directory sits under a placeholder (conf/finetune.yaml): remove all of it.
+    run_dir = hydra_dir.parent.parent if missing else Path(cfg.run_dir).resolve()
+    out_dir = hydra_dir if missing else run_dir / "finetune" / cfg.name
+    fresh = holds_only_hydra_files(out_dir) or not out_dir.exists()
+
+    def cleanup():
         if fresh:
             _remove_job_dirs(out_dir, run_dir)
-            if _fresh(hydra_dir):  # a -m sweep's per-job directory
+            if holds_only_hydra_files(hydra_dir):  # a -m sweep's per-job directory
                 shutil.rmtree(hydra_dir, ignore_errors=True)
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_NONFINITE) from None
+
+    with cli_exit_codes((ConfigError, DataError, UnknownTaskError), cleanup):
+        if missing:
+            raise ConfigError(
+                f"missing {' and '.join(f'{k}=' for k in missing)}; usage: python -m glu_study.finetune "
+                f"run_dir=<a finished pretraining run> task=<{', '.join(TASKS)}; or glue, superglue, squad, all>"
+            )
+        print_scores(finetune(cfg, out_dir))
 
 
 if __name__ == "__main__":

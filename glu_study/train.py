@@ -63,23 +63,30 @@ RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_
 # ---------------------------------------------------------------------------------------------------------
 
 
-def validate_trainer(t) -> None:
-    choices = {
-        "precision": ("fp32", "bf16"),
-        "optimizer": ("adafactor", "adamw"),
-        "schedule": ("rsqrt", "cosine", "constant"),
-        "device": ("auto", "cpu", "cuda"),
-    }
-    for key, valid in choices.items():
+# The choices the loop understands; pretraining (`trainer.*`) and fine-tuning (`finetune.*`) share them.
+SETTING_CHOICES = {
+    "precision": ("fp32", "bf16"),
+    "optimizer": ("adafactor", "adamw"),
+    "schedule": ("rsqrt", "cosine", "constant"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def check_settings(t, group: str, positive: tuple[str, ...]) -> None:
+    """One ConfigError for the first bad choice, non-positive count or decay fraction outside [0, 1]."""
+    for key, valid in SETTING_CHOICES.items():
         if t[key] not in valid:
-            raise ConfigError(f"trainer.{key}={t[key]!r} is not one of {', '.join(valid)}")
-    for key in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
+            raise ConfigError(f"{group}.{key}={t[key]!r} is not one of {', '.join(valid)}")
+    for key in positive:
         if t[key] < 1:
-            raise ConfigError(f"trainer.{key} must be >= 1, got {t[key]}")
-    if t.keep_checkpoints < 1:
-        raise ConfigError("trainer.keep_checkpoints must be >= 1")
+            raise ConfigError(f"{group}.{key} must be >= 1, got {t[key]}")
     if not 0.0 <= t.decay_fraction <= 1.0:
-        raise ConfigError(f"trainer.decay_fraction must be in [0, 1], got {t.decay_fraction}")
+        raise ConfigError(f"{group}.decay_fraction must be in [0, 1], got {t.decay_fraction}")
+
+
+def validate_trainer(t) -> None:
+    positive = ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every")
+    check_settings(t, "trainer", (*positive, "keep_checkpoints"))
 
 
 @dataclass
@@ -543,25 +550,37 @@ def _any_rank(flag: bool, device, info: DistInfo) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _fresh_run_dir(run_dir: Path) -> bool:
-    """True if the directory holds nothing but what Hydra wrote for this invocation."""
-    return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}
+def holds_only_hydra_files(path: Path) -> bool:
+    """True if the directory holds nothing but what Hydra wrote for this invocation (.hydra/, <job>.log)."""
+    return path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir())
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
-    fresh = _fresh_run_dir(run_dir)
+@contextlib.contextmanager
+def cli_exit_codes(bad_input: tuple[type[Exception], ...], cleanup=lambda: None):
+    """The command-line contract: bad input is one `error:` line and exit 2, after `cleanup()` has removed
+    whatever this invocation created; a non-finite loss is exit 3 (its diagnostic checkpoint is kept)."""
     try:
-        return train(cfg, run_dir)["eval/log_perplexity"]
-    except (ConfigError, DataError, UnknownVariantError) as e:
-        if fresh and int(os.environ.get("RANK", "0")) == 0:
-            shutil.rmtree(run_dir, ignore_errors=True)  # bad input leaves nothing behind
+        yield
+    except bad_input as e:
+        cleanup()
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_NONFINITE) from None
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    fresh = holds_only_hydra_files(run_dir) and int(os.environ.get("RANK", "0")) == 0
+
+    def cleanup():  # bad input leaves nothing behind
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    with cli_exit_codes((ConfigError, DataError, UnknownVariantError), cleanup):
+        return train(cfg, run_dir)["eval/log_perplexity"]
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from glu_study.tasks import (
     score_splits,
     text_to_text,
 )
-from glu_study.train import list_checkpoints, load_checkpoint, train
+from glu_study.train import ConfigError, list_checkpoints, load_checkpoint, train
 
 from .conftest import ROOT, TINY, run_cli
 from .task_fixtures import ROWS, classification_rows, squad_rows, write_split
@@ -390,6 +390,22 @@ def test_finetune_presets_compose():
         512,
     )
     assert paper.finetune.eval_examples == 0 and paper.finetune.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("finetune.precision=fp16", "finetune.precision='fp16' is not one of fp32, bf16"),
+        ("finetune.batch_size=0", "finetune.batch_size must be >= 1"),
+        ("finetune.grad_accum=3", "not divisible by grad_accum=3"),
+        ("finetune.dropout_rate=1.0", "dropout_rate must be in [0, 1)"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, override, message):
+    cfg = compose([f"run_dir={tmp_path}", "task=rte", override], config_name="finetune")
+    with pytest.raises(ConfigError) as e:
+        finetune(cfg, tmp_path / "out")
+    assert message in str(e.value) and not (tmp_path / "out").exists()
 
 
 def test_bad_input_one_error_nonzero_exit_nothing_written(pretrained, tmp_path):
