@@ -50,6 +50,7 @@ from glu_study.train import (
     NonFiniteLossError,
     StopOnSigterm,
     check_settings,
+    checkpoint_payload,
     cli_exit_codes,
     holds_only_hydra_files,
     list_checkpoints,
@@ -58,10 +59,9 @@ from glu_study.train import (
     make_schedule,
     optimizer_step,
     resolve_device,
-    rng_state,
+    restore_checkpoint,
     save_checkpoint,
     seed_everything,
-    set_rng_state,
     write_json_atomic,
 )
 
@@ -302,11 +302,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
             raise ConfigError(
                 f"{out_dir} holds a fine-tune with a different configuration; choose another name="
             )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        set_rng_state(ckpt["rng"])
-        state = ckpt["state"]
+        state = restore_checkpoint(ckpt, model, optimizer, schedule)
         print(f"resuming {out_dir} from step {state['step']}")
     tmp = out_dir / ".config.yaml.tmp"
     tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))  # Hydra's .hydra/ is elsewhere in a -m sweep
@@ -330,19 +326,8 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     state["wandb_id"] = tracker.run_id
 
     def checkpoint() -> None:
-        save_checkpoint(
-            out_dir,
-            f"step_{state['step']}",
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "rng": rng_state(),
-                "state": dict(state),
-                "config": resolved,
-            },
-            s.keep_checkpoints,
-        )
+        payload = checkpoint_payload(model, optimizer, schedule, state, resolved)
+        save_checkpoint(out_dir, f"step_{state['step']}", payload, s.keep_checkpoints)
 
     def write_scores(finished: bool) -> dict:
         record = {

@@ -243,6 +243,27 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
 
 
+def checkpoint_payload(model, optimizer, schedule, state: dict, config: dict) -> dict:
+    """Everything an exact resume needs: weights, optimizer and schedule state, every RNG, the loop state."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "rng": rng_state(),
+        "state": dict(state),
+        "config": config,
+    }
+
+
+def restore_checkpoint(ckpt: dict, model, optimizer, schedule) -> dict:
+    """Load a checkpoint_payload back in place; returns the loop state."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["state"]
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -387,11 +408,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 f"{run_dir} holds a run with a different configuration; choose another hydra.run.dir "
                 "(or the same overrides as before) to resume"
             )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        set_rng_state(ckpt["rng"])
-        state = ckpt["state"]
+        state = restore_checkpoint(ckpt, model, optimizer, schedule)
         log(f"resuming {run_dir} from step {state['step']}")
 
     ddp_model = model
@@ -409,17 +426,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if not info.is_main:
             return None
         return save_checkpoint(
-            run_dir,
-            name,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "rng": rng_state(),
-                "state": dict(state),
-                "config": resolved,
-            },
-            keep,
+            run_dir, name, checkpoint_payload(model, optimizer, schedule, state, resolved), keep
         )
 
     def evaluate() -> float:
