@@ -101,6 +101,13 @@ VARIANTS: dict[str, Variant] = {
 }
 
 PAPER_VARIANTS: tuple[str, ...] = tuple(v.name for v in VARIANTS.values() if v.paper)
+
+
+def paper_order(name: str) -> tuple[int, str]:
+    """Sort key for tables: the paper's eight in its order, then any extra variant by name."""
+    return (PAPER_VARIANTS.index(name) if name in PAPER_VARIANTS else len(PAPER_VARIANTS), name)
+
+
 EXTRA_VARIANTS: tuple[str, ...] = tuple(v.name for v in VARIANTS.values() if not v.paper)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from glu_study.tasks import (
     score_splits,
     text_to_text,
 )
-from glu_study.tracking import Tracker
+from glu_study.tracking import Tracker, write_text_atomic
 from glu_study.train import (
     EXIT_NONFINITE,
     ConfigError,
@@ -53,13 +52,11 @@ from glu_study.train import (
     checkpoint_payload,
     cli_exit_codes,
     holds_only_hydra_files,
-    list_checkpoints,
-    load_checkpoint,
     make_optimizer,
     make_schedule,
     optimizer_step,
     resolve_device,
-    restore_checkpoint,
+    resume_newest,
     save_checkpoint,
     seed_everything,
     write_json_atomic,
@@ -291,22 +288,22 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     schedule = make_schedule(optimizer, s)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (out_dir / "checkpoints").glob(".tmp-*"):  # a save killed half-way: never complete
-        shutil.rmtree(stale, ignore_errors=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     state = {"step": 0, "wandb_id": None, "best": {}, "final": {}, "wall_s": 0.0}
-    checkpoints = list_checkpoints(out_dir)
-    if checkpoints:
-        ckpt = load_checkpoint(checkpoints[-1][1])
-        if _comparable(ckpt["config"]) != _comparable(resolved):
-            raise ConfigError(
-                f"{out_dir} holds a fine-tune with a different configuration; choose another name="
-            )
-        state = restore_checkpoint(ckpt, model, optimizer, schedule)
+    resumed = resume_newest(
+        out_dir,
+        resolved,
+        _comparable,
+        model,
+        optimizer,
+        schedule,
+        hint="choose another name= for this fine-tune",
+    )
+    if resumed is not None:
+        state = resumed
         print(f"resuming {out_dir} from step {state['step']}")
-    tmp = out_dir / ".config.yaml.tmp"
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))  # Hydra's .hydra/ is elsewhere in a -m sweep
-    os.replace(tmp, out_dir / "config.yaml")
+    # Our own copy of the config: in a -m sweep Hydra's .hydra/ is in the sweep directory, not here.
+    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     figures = {
         "pretrained": pretrained,
@@ -366,16 +363,11 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     bar = tqdm(
         total=s.max_steps, initial=state["step"], desc=f"{pretrained['name']}/{cfg.name}", mininterval=1.0
     )
-    loss_sum, window_start, window_steps, window_tokens = (
-        torch.zeros((), device=device),
-        time.perf_counter(),
-        0,
-        0,
-    )
+    loss_sum = torch.zeros((), device=device)  # accumulated on device: one host sync per log interval
+    window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
     micro = s.batch_size // s.grad_accum
-    stop = (
-        StopOnSigterm()
-    )  # SIGTERM (pre-emption): checkpoint at the end of this step, exit 0, resume on re-run
+    # SIGTERM (pre-emption): checkpoint at the end of this step, exit 0, resume on re-run.
+    stop = StopOnSigterm()
     try:
         while state["step"] < s.max_steps:
             pairs = sample_batch(train_sets, rates, s.batch_size, cfg.seed, state["step"])

@@ -6,7 +6,8 @@
 writes reports/<experiment>/: table1.md, runs.csv, curves.png, ranking.png, and runs/<name>/ with the raw records
 every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can regenerate the
 same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
-finetune.csv: Tables 2-4 (glu_study.report_finetune), their records copied beside the others. Local directories and the W&B Public API are two readers of one record type.
+finetune.csv: Tables 2-4 (glu_study.report_finetune), their records copied beside the others. Local directories
+and the W&B Public API are two readers of one record type.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glu_study.ffn import PAPER_VARIANTS, get_variant
+from glu_study.ffn import get_variant, paper_order
 from glu_study.paper import SOURCE, TABLE1
 from glu_study.report_finetune import finetune_dirs, read_finetunes, write_finetune_report
 
@@ -165,7 +166,7 @@ def compute_stats(records: list[RunRecord], baseline: str = "relu") -> dict[str,
     by_ffn: dict[str, dict[int, RunRecord]] = {}
     for r in records:
         by_ffn.setdefault(r.ffn, {})[r.seed] = r
-    order = [v for v in PAPER_VARIANTS if v in by_ffn] + sorted(v for v in by_ffn if v not in PAPER_VARIANTS)
+    order = sorted(by_ffn, key=paper_order)
     out: dict[str, VariantStats] = {}
     for v in order:
         vals = np.array([by_ffn[v][s].final for s in sorted(by_ffn[v])])
@@ -336,7 +337,7 @@ def write_runs_csv(records: list[RunRecord], path: Path) -> None:
         wr.writerow([c if c != "final" else METRIC for c in cols])
         for r in sorted(
             records,
-            key=lambda r: (PAPER_VARIANTS.index(r.ffn) if r.ffn in PAPER_VARIANTS else 99, r.ffn, r.seed),
+            key=lambda r: (paper_order(r.ffn), r.seed),
         ):
             d = asdict(r)
             wr.writerow([repr(d[c]) if isinstance(d[c], float) else d[c] for c in cols])

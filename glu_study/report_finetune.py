@@ -1,8 +1,8 @@
 """Tables 2-4 (fine-tuned dev scores) from the fine-tune records under pretraining run directories.
 
 `python -m glu_study.report` calls this whenever a run directory holds finetune/<name>/scores.json: it writes
-table2.md (GLUE average, SuperGLUE average, SQuAD EM/F1 per variant, beside the paper's figures, then every task's
-score) and finetune.csv (one row per run, task and metric).
+table2.md (GLUE average, SuperGLUE average, SQuAD EM/F1 per variant beside the paper's figures, then Tables 2, 3
+and 4 with the paper's per-task columns) and finetune.csv (one row per run, task and metric).
 
 A pretraining run may have several fine-tunes (say `rte` alone and the `all` mixture). A task's score is taken from
 the fine-tune that covers the most tasks (the paper's protocol is the full mixture), ties broken by name, so the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glu_study.ffn import PAPER_VARIANTS, get_variant
+from glu_study.ffn import get_variant, paper_order
 from glu_study.paper import FINETUNE, RAFFEL_2019, SOURCE
 from glu_study.tasks import BENCHMARKS, benchmark_averages
 
@@ -43,7 +43,7 @@ PAPER_COLUMNS = {
     ],
     "superglue": [
         ("boolq", "accuracy", "BoolQ Acc"),
-        ("cb", "f1", "CB F1"),
+        ("cb", "f1_macro", "CB F1"),
         ("cb", "accuracy", "CB Acc"),
         ("copa", "accuracy", "CoPA Acc"),
         ("multirc", "f1a", "MultiRC F1a"),
@@ -117,10 +117,6 @@ def _scored(merged: dict, task: str) -> bool:
     return any(task in m for m in merged.values())
 
 
-def _variant_order(ffns) -> list[str]:
-    return [v for v in PAPER_VARIANTS if v in ffns] + sorted(v for v in ffns if v not in PAPER_VARIANTS)
-
-
 def _mean_std(vals: list[float]) -> str:
     if not vals:
         return "–"
@@ -131,7 +127,8 @@ def _mean_std(vals: list[float]) -> str:
 
 def table2_markdown(records: list[FinetuneRecord], title: str) -> str:
     merged = merged_scores(records)
-    ffns = _variant_order({f for f, _ in merged})
+    ffns = sorted({f for f, _ in merged}, key=paper_order)
+    averages = {key: benchmark_averages(tasks) for key, tasks in merged.items()}
     out = io.StringIO()
     w = out.write
     steps = sorted({r.steps for r in records})
@@ -152,7 +149,7 @@ def table2_markdown(records: list[FinetuneRecord], title: str) -> str:
     w("| variant | " + " | ".join(f"{h} (ours) | {h} (paper)" for h in HEADERS) + " |\n")
     w("|---|" + "---:|" * (2 * len(HEADERS)) + "\n")
     for v in ffns:
-        avgs = [benchmark_averages(tasks) for (f, _), tasks in merged.items() if f == v]
+        avgs = [a for (f, _), a in averages.items() if f == v]
         paper = FINETUNE.get(v)
         cells = []
         for i, col in enumerate(COLUMNS):
@@ -177,9 +174,8 @@ def table2_markdown(records: list[FinetuneRecord], title: str) -> str:
         w("|---|" + "---:|" * (len(avg) + len(columns)) + "\n")
         for v in ffns:
             runs = [m for (f, _), m in merged.items() if f == v]
-            cells = [
-                _mean_std([x for x in (benchmark_averages(m)[a] for m in runs) if x is not None]) for a in avg
-            ]
+            avgs = [a for (f, _), a in averages.items() if f == v]
+            cells = [_mean_std([x[a] for x in avgs if x[a] is not None]) for a in avg]
             cells += [_mean_std([m[t][k] for m in runs if t in m]) for t, k, _ in columns]
             w(f"| {get_variant(v).paper_name} | " + " | ".join(cells) + " |\n")
         missing = [t for t in BENCHMARKS[bench] if not _scored(merged, t)]
@@ -194,8 +190,7 @@ def write_finetune_csv(records: list[FinetuneRecord], path: Path) -> None:
         wr.writerow(
             ["run", "ffn", "seed", "finetune", "steps", "eval_examples", "task", "metric", "value", "step"]
         )
-        order = {v: i for i, v in enumerate(PAPER_VARIANTS)}
-        for r in sorted(records, key=lambda r: (order.get(r.ffn, 99), r.ffn, r.seed, r.finetune)):
+        for r in sorted(records, key=lambda r: (paper_order(r.ffn), r.seed, r.finetune)):
             for task, metrics in r.best.items():
                 for k, v in metrics.items():
                     if k != "step":

@@ -49,16 +49,16 @@ class Task:
 _NLI3 = ("entailment", "neutral", "contradiction")
 _NLI2 = ("entailment", "not_entailment")
 _BOOL = ("False", "True")
-_GLUE, _SGLUE = ("nyu-mll/glue", None), ("aps/super_glue", None)
 
 
 def _glue(name, features, labels, **kw) -> Task:
-    return Task(name, "glue", (_GLUE[0], name), name, features, labels, **kw)
+    return Task(name, "glue", ("nyu-mll/glue", name), name, features, labels, **kw)
 
 
-def _sglue(name, features, labels=(), *, config=None, prefix=None, **kw) -> Task:
+def _sglue(name, features, labels=(), *, config=None, **kw) -> Task:
+    """SuperGLUE; `config` is the hub config (and T5's prefix) where it differs from our name."""
     config = config or name
-    return Task(name, "superglue", (_SGLUE[0], config), prefix or config, features, labels, **kw)
+    return Task(name, "superglue", ("aps/super_glue", config), config, features, labels, **kw)
 
 
 TASKS: dict[str, Task] = {
@@ -85,7 +85,7 @@ TASKS: dict[str, Task] = {
             "cb",
             ("hypothesis", "premise"),
             ("entailment", "contradiction", "neutral"),
-            metrics=("f1", "accuracy"),
+            metrics=("f1_macro", "accuracy"),
         ),
         _sglue("copa", ("choice1", "choice2", "premise", "question"), ("choice1", "choice2")),
         _sglue("multirc", ("question", "answer", "paragraph"), _BOOL, metrics=("f1a", "em")),
@@ -338,7 +338,7 @@ def score(task: Task, predictions: list[str], rows: list[dict]) -> dict[str, flo
                 out[m] = 100 * accuracy_score(y_true, y_pred)
             elif m == "matthews_corrcoef":
                 out[m] = 100 * matthews_corrcoef(y_true, y_pred)
-            elif m == "f1" and task.name == "cb":  # CB: macro F1 over its three classes
+            elif m == "f1_macro":  # CB: the mean F1 over its classes (an invalid answer is no class)
                 out[m] = 100 * f1_score(y_true, y_pred, labels=range(len(task.labels)), average="macro")
             elif m in ("f1", "f1a"):  # MultiRC's F1a: binary F1 over all answer options
                 out[m] = _f1_with_invalid(y_true, y_pred)

@@ -37,6 +37,13 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a hidden sibling and rename: a reader (or a killed writer) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
@@ -72,9 +79,7 @@ class Tracker:
         self.metrics_path = run_dir / "metrics.jsonl"
         # On resume, drop events logged after the checkpoint we resume from: they will be logged again.
         kept = [r for r in read_metrics(run_dir) if r["step"] <= state["step"]]
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.metrics_path)
+        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.metrics_path, "a")
 
         mode = resolve_mode(cfg.logger.mode)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from glu_study.data import DataError, PretrainData
 from glu_study.ffn import UnknownVariantError, check_variant_config
 from glu_study.model import build_model, count_parameters, param_counts
-from glu_study.tracking import Tracker
+from glu_study.tracking import Tracker, write_text_atomic
 
 
 class ConfigError(ValueError):
@@ -264,6 +264,26 @@ def restore_checkpoint(ckpt: dict, model, optimizer, schedule) -> dict:
     return ckpt["state"]
 
 
+def resume_newest(
+    run_dir: Path, resolved: dict, comparable, model, optimizer, schedule, *, hint: str, clean: bool = True
+) -> dict | None:
+    """Restore the newest complete checkpoint under run_dir in place and return its loop state (None: none).
+
+    `comparable(config)` picks what must match between the checkpoint's config and this one; a mismatch is a
+    ConfigError ending in `hint`. `clean` removes leftovers of saves killed half-way (rank 0 only under DDP).
+    """
+    if clean:
+        for stale in (run_dir / "checkpoints").glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        return None
+    ckpt = load_checkpoint(checkpoints[-1][1])
+    if comparable(ckpt["config"]) != comparable(resolved):
+        raise ConfigError(f"{run_dir} holds a run with a different configuration; {hint}")
+    return restore_checkpoint(ckpt, model, optimizer, schedule)
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -352,9 +372,7 @@ def derived_figures(cfg, variant, data: PretrainData, model) -> dict:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def export_model(model, spiece_model: str, run_dir: Path) -> Path:
@@ -397,18 +415,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     schedule = make_schedule(optimizer, t)
 
     state = {"step": 0, "data_position": 0, "wandb_id": None, "best_eval": None, "wall_s": 0.0}
-    if info.is_main:  # leftovers of a save that was killed half-way: never complete, never loaded
-        for stale in (run_dir / "checkpoints").glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-    checkpoints = list_checkpoints(run_dir)
-    if checkpoints:
-        ckpt = load_checkpoint(checkpoints[-1][1])
-        if _comparable(ckpt["config"]) != _comparable(resolved):
-            raise ConfigError(
-                f"{run_dir} holds a run with a different configuration; choose another hydra.run.dir "
-                "(or the same overrides as before) to resume"
-            )
-        state = restore_checkpoint(ckpt, model, optimizer, schedule)
+    resumed = resume_newest(
+        run_dir,
+        resolved,
+        _comparable,
+        model,
+        optimizer,
+        schedule,
+        hint="choose another hydra.run.dir (or the same overrides as before) to resume",
+        clean=info.is_main,
+    )
+    if resumed is not None:
+        state = resumed
         log(f"resuming {run_dir} from step {state['step']}")
 
     ddp_model = model

@@ -105,7 +105,7 @@ def test_cb_macro_f1_over_three_classes():
     # y = [0,1,2,2]; predicted [0,1,1,invalid]: F1 per class 1, 2/3, 0 -> macro 5/9; accuracy 2/4
     preds = ["entailment", "contradiction", "contradiction", "maybe"]
     out = score(TASKS["cb"], preds, _rows("cb", [0, 1, 2, 2]))
-    assert out["f1"] == pytest.approx(500 / 9) and out["accuracy"] == pytest.approx(50.0)
+    assert out["f1_macro"] == pytest.approx(500 / 9) and out["accuracy"] == pytest.approx(50.0)
 
 
 def test_stsb_pearson_spearman_and_unparseable_as_minus_one():
