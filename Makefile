@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install train test test-all lint report figures bench clean
+.PHONY: install train test test-all lint report figures clean
 
 install: $(STAMP)
 

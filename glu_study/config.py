@@ -1,7 +1,9 @@
-"""Structured-config schemas for the Hydra tree in conf/.
+"""The configuration: structured schemas for the Hydra tree in conf/, composing it, and checking settings.
 
 Each group's YAML is merged into one of these dataclasses at compose time, so a mistyped key
-(`trainer.max_step=5`) or a wrong type (`trainer.batch_size=big`) fails before anything runs.
+(`trainer.max_step=5`) or a wrong type (`trainer.batch_size=big`) fails before anything runs. What a type cannot
+say (a choice among names, a count that must be positive) is checked by `check_trainer` / `check_finetune`
+before a run builds anything.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from glu_study.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: conf/ and the committed reports/
+CONF_DIR = ROOT / "conf"
 
 
 @dataclass
@@ -174,3 +179,45 @@ def compose(overrides: list[str] | None = None, config_name: str = "config", con
 
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Setting checks: what the schemas' types cannot express
+# ---------------------------------------------------------------------------------------------------------
+
+# The choices the training loop understands; pretraining (`trainer.*`) and fine-tuning (`finetune.*`) share them.
+SETTING_CHOICES = {
+    "precision": ("fp32", "bf16"),
+    "optimizer": ("adafactor", "adamw"),
+    "schedule": ("rsqrt", "cosine", "constant"),
+    "device": ("auto", "cpu", "cuda"),
+}
+# Counts both loops need to be >= 1.
+LOOP_COUNTS = ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints")
+
+
+def check_settings(settings, group: str, positive: tuple[str, ...]) -> None:
+    """One ConfigError for the first bad choice, non-positive count or decay fraction outside [0, 1]."""
+    for key, valid in SETTING_CHOICES.items():
+        if settings[key] not in valid:
+            raise ConfigError(f"{group}.{key}={settings[key]!r} is not one of {', '.join(valid)}")
+    for key in positive:
+        if settings[key] < 1:
+            raise ConfigError(f"{group}.{key} must be >= 1, got {settings[key]}")
+    if not 0.0 <= settings.decay_fraction <= 1.0:
+        raise ConfigError(f"{group}.decay_fraction must be in [0, 1], got {settings.decay_fraction}")
+
+
+def check_trainer(trainer) -> None:
+    check_settings(trainer, "trainer", (*LOOP_COUNTS, "log_every"))
+
+
+def check_finetune(settings) -> None:
+    counts = ("inputs_length", "targets_length", "log_every", "eval_batch_size", "mixing_limit")
+    check_settings(settings, "finetune", (*LOOP_COUNTS, *counts))
+    if settings.batch_size % settings.grad_accum:
+        raise ConfigError(
+            f"finetune.batch_size={settings.batch_size} is not divisible by grad_accum={settings.grad_accum}"
+        )
+    if not 0.0 <= settings.dropout_rate < 1.0:
+        raise ConfigError(f"finetune.dropout_rate must be in [0, 1), got {settings.dropout_rate}")

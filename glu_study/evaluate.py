@@ -7,51 +7,52 @@ prints the figure and appends it to the run's metrics.jsonl as {"step", "eval/lo
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import T5ForConditionalGeneration
 
-from glu_study.data import DataError, PretrainData
+from glu_study.data import PretrainData
+from glu_study.errors import DataError, cli_exit_codes
 from glu_study.ffn import check_variant_config
 from glu_study.model import build_model
-from glu_study.train import heldout_log_perplexity, list_checkpoints, load_checkpoint
+from glu_study.training import run_dir as records
+from glu_study.training.checkpoints import list_checkpoints, load_checkpoint
+from glu_study.training.heldout import heldout_log_perplexity
 
 
-def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> dict:
-    run_dir = Path(run_dir).resolve()
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: no such run directory")
+def load_latest(run_dir: Path):
+    """(config, model, step, where) of the newest checkpoint, else of the Hugging Face export."""
     checkpoints = list_checkpoints(run_dir)
     if checkpoints:
         step, path = checkpoints[-1]
         ckpt = load_checkpoint(path)
         cfg = OmegaConf.create(ckpt["config"])  # the config the weights were trained with
-        data = PretrainData(cfg.data, log=lambda *a: None)
-        model = build_model(cfg.model, check_variant_config(cfg.ffn), data.vocab_size, cfg.seed)
-        model.load_state_dict(ckpt["model"])
-        source = str(path)
-    elif (run_dir / "model" / "config.json").is_file() and cfg_path.is_file():
-        cfg = OmegaConf.load(cfg_path)
-        data = PretrainData(cfg.data, log=lambda *a: None)
-        model = T5ForConditionalGeneration.from_pretrained(run_dir / "model")
-        summary = run_dir / "summary.json"
-        step = json.loads(summary.read_text())["steps"] if summary.exists() else -1
-        source = str(run_dir / "model")
-    else:
-        raise DataError(
-            f"{run_dir} has neither a checkpoint nor an exported model with its .hydra/config.yaml"
+        model = build_model(
+            cfg.model, check_variant_config(cfg.ffn), ckpt["model"]["shared.weight"].shape[0], 0
         )
+        model.load_state_dict(ckpt["model"])
+        return cfg, model, step, str(path)
+    cfg = records.load_config(run_dir)
+    if cfg is None or records.missing_export_files(run_dir):
+        raise DataError(
+            f"{run_dir} has neither a checkpoint nor an exported model with its {records.HYDRA_CONFIG}"
+        )
+    summary = records.read_summary(run_dir) if (run_dir / records.SUMMARY).is_file() else {}
+    return cfg, records.load_export(run_dir), summary.get("steps", -1), str(run_dir / records.MODEL)
+
+
+def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> dict:
+    run_dir = Path(run_dir).resolve()
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such run directory")
+    cfg, model, step, source = load_latest(run_dir)
+    data = PretrainData(cfg.data, log=lambda *a: None)
     dev = torch.device(device)
-    model.to(dev)
-    value = heldout_log_perplexity(model, data, dev, cfg.trainer.precision, batch_size)
+    value = heldout_log_perplexity(model.to(dev), data, dev, cfg.trainer.precision, batch_size)
     record = {"step": step, "eval/log_perplexity": value, "source": "evaluate"}
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    records.append_metrics(run_dir, record)
     return {**record, "checkpoint": source}
 
 
@@ -60,13 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if "run_dir" not in args:
         print("usage: python -m glu_study.evaluate run_dir=DIR [batch_size=32] [device=cpu]", file=sys.stderr)
         return 2
-    try:
+    with cli_exit_codes():
         result = evaluate_run(
             Path(str(args.run_dir)), int(args.get("batch_size", 32)), str(args.get("device", "cpu"))
         )
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print(
         f"held-out log-perplexity of {result['checkpoint']} (step {result['step']}): "
         f"{result['eval/log_perplexity']:.4f}"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from glu_study.config import ROOT
 from glu_study.ffn import activation_fn, get_variant
-
-ROOT = Path(__file__).resolve().parent.parent
+from glu_study.reporting.figures import savefig
 
 # (label, registry variant whose activation is drawn)
 ACTIVATIONS = [
@@ -55,10 +55,6 @@ def gated_surface(variant: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     return activation_fn(variant)(a) * b
 
 
-def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches="tight")
-
-
 def plot_activations(path: Path) -> None:
     import matplotlib
 
@@ -73,7 +69,7 @@ def plot_activations(path: Path) -> None:
         ax.plot(x.numpy(), dy.numpy(), "--", label="f'(x)")
         ax.axhline(0, color="grey", lw=0.5)
         ax.axvline(0, color="grey", lw=0.5)
-        ax.set_title(f"{label}  [{get_variant(variant).activation}]", fontsize=10)
+        ax.set_title(f"{label}  [{get_variant(variant).dense_act_fn}]", fontsize=10)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     err, at = gelu_tanh_vs_erf_max_diff()
@@ -81,7 +77,7 @@ def plot_activations(path: Path) -> None:
         f"Activations and derivatives on [-5, 5]; |GELU_tanh - GELU_erf| <= {err:.2e} (at x = {at:.3f})"
     )
     fig.tight_layout()
-    _save(fig, path)
+    savefig(fig, path)
     plt.close(fig)
 
 
@@ -104,7 +100,7 @@ def plot_gated_units(path: Path) -> None:
         ax.set_ylabel("b = xV")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    _save(fig, path)
+    savefig(fig, path)
     plt.close(fig)
 
 

@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 from transformers import T5Config
 from transformers.models.t5.modeling_t5 import T5LayerFF
 
-from glu_study.data import DataError
+from glu_study.config import ROOT
+from glu_study.errors import DataError
 from glu_study.ffn import PAPER_VARIANTS, VARIANTS, Variant, get_variant
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from glu_study.reporting.figures import savefig
 
 # ---------------------------------------------------------------------------------------------------------
 # Data
@@ -215,7 +214,7 @@ def write_results(results: list[MLPResult], dataset: str, out: Path, settings: s
         loss = np.array([r.final_loss for r in rs])
         var = get_variant(v)
         lines.append(
-            f"| {var.paper_name} | {'yes' if var.gated else 'no'} | {var.d_ff(256)} | {rs[0].params:,} | "
+            f"| {var.paper_name} | {'yes' if var.is_gated_act else 'no'} | {var.d_ff(256)} | {rs[0].params:,} | "
             f"{100 * acc.mean():.2f}% ± {100 * acc.std(ddof=1) if len(rs) > 1 else 0:.2f} | "
             f"{loss.mean():.4f} ± {loss.std(ddof=1) if len(rs) > 1 else 0:.4f} |"
         )
@@ -233,7 +232,7 @@ def write_results(results: list[MLPResult], dataset: str, out: Path, settings: s
             ax.plot(
                 range(1, len(curve) + 1),
                 curve,
-                "-" if get_variant(v).gated else "--",
+                "-" if get_variant(v).is_gated_act else "--",
                 label=get_variant(v).paper_name,
             )
         ax.set_yscale("log")
@@ -243,7 +242,7 @@ def write_results(results: list[MLPResult], dataset: str, out: Path, settings: s
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=110, metadata={"Software": None}, bbox_inches="tight")
+    savefig(fig, out / "loss_curves.png")
     plt.close(fig)
 
 

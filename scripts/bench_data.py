@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from glu_study.config import compose
-from glu_study.data import PretrainData, _tokenize_split, random_spans_noise_mask
+from glu_study.data import PretrainData, random_spans_noise_mask
+from glu_study.data.tokenizer import tokenize_split
 from glu_study.ffn import check_variant_config
 from glu_study.model import build_model
-from glu_study.train import make_optimizer, make_schedule
+from glu_study.training.optim import make_optimizer, make_schedule
 
 
 def main(argv: list[str]) -> None:
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> None:
     corpus = Path(data.info.corpus_dir)
     cache = Path(cfg.data.cache_dir) / "bench"
     start = time.perf_counter()
-    n_tok = len(_tokenize_split(corpus, "heldout", Path(data.info.spiece_model), cache))
+    n_tok = len(tokenize_split(corpus, "heldout", Path(data.info.spiece_model), cache))
     tok_s = n_tok / (time.perf_counter() - start)
     import shutil
 

@@ -22,14 +22,11 @@ import numpy as np
 import torch
 from transformers import T5ForConditionalGeneration
 
-from glu_study.config import compose
+from glu_study.config import ROOT, compose
 from glu_study.data import EOS_ID, PretrainData
 from glu_study.ffn import check_variant_config
 from glu_study.model import build_model, param_counts, t5_config
-from glu_study.train import make_optimizer, make_schedule, optimizer_step
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
 
 # --- the baseline, as users write it (after HF's examples/flax/language-modeling/run_t5_mlm_flax.py) -------
 

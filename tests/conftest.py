@@ -4,28 +4,9 @@ session cache, so the corpus, tokenizer and tokenised stream are built once per 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-# Small-but-real settings every training test starts from (the real conf tree, a few overrides).
-TINY = [
-    "data.packages=[]",
-    "data.vocab_size=1000",
-    "data.eval_examples=16",
-    "data.inputs_length=64",
-    "trainer.batch_size=8",
-    "trainer.max_steps=6",
-    "trainer.eval_every=3",
-    "trainer.checkpoint_every=3",
-    "trainer.log_every=1",
-    "trainer.warmup_steps=10",
-    "logger=disabled",
-]
 
 
 def pytest_addoption(parser):
@@ -55,14 +36,7 @@ def session_cache(tmp_path_factory):
 def tiny_data(session_cache):
     from glu_study.config import compose
     from glu_study.data import PretrainData
+    from tests.helpers import TINY
 
     cfg = compose(TINY)
     return PretrainData(cfg.data, log=lambda *a: None)
-
-
-def run_cli(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
-    """Run `python -m ...` in a child process (from the repository root unless cwd= says), capturing output."""
-    kwargs.setdefault("cwd", ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, **kwargs
-    )

@@ -11,8 +11,7 @@ from omegaconf.errors import ValidationError
 
 from glu_study.config import CONF_DIR, compose
 from glu_study.ffn import PAPER_VARIANTS, VARIANTS, check_variant_config
-
-from .conftest import run_cli
+from tests.helpers import run_cli
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 

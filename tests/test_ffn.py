@@ -11,18 +11,17 @@ from omegaconf import OmegaConf
 from transformers import T5ForConditionalGeneration
 
 from glu_study.config import CONF_DIR
+from glu_study.errors import UnknownVariantError
 from glu_study.ffn import (
     GELU_ERF,
     GELU_TANH,
     PAPER_VARIANTS,
     VARIANTS,
-    UnknownVariantError,
     activation_fn,
     get_variant,
 )
 from glu_study.model import MODEL_SIZES, build_model, count_parameters, param_counts
-
-from .conftest import run_cli
+from tests.helpers import run_cli
 
 TINY = MODEL_SIZES["t5_tiny"]
 VOCAB = 300
@@ -69,7 +68,12 @@ def test_unknown_variant_lists_valid_names():
 def test_conf_file_matches_registry(name):
     node = OmegaConf.load(CONF_DIR / "ffn" / f"{name}.yaml")
     v = get_variant(name)
-    assert (node.name, node.activation, node.gated, node.gelu) == (v.name, v.activation, v.gated, v.gelu)
+    assert (node.name, node.activation, node.gated, node.gelu) == (
+        v.name,
+        v.dense_act_fn,
+        v.is_gated_act,
+        v.gelu,
+    )
     assert {p.stem for p in (CONF_DIR / "ffn").glob("*.yaml")} == set(VARIANTS)
 
 
@@ -81,7 +85,7 @@ def test_compute_matching_parameter_parity(size):
         c = param_counts(m, v, 32100)
         rel = abs(c["non_embedding_params"] / ref["non_embedding_params"] - 1)
         assert rel < 0.005, (size, name, rel)
-        if v.gated:
+        if v.is_gated_act:
             assert c["d_ff"] % 8 == 0 and abs(c["d_ff"] - 2 * m.d_ff / 3) <= 4
     assert param_counts(MODEL_SIZES["t5_base"], get_variant("swiglu"), 32100)["d_ff"] == 2048
 
@@ -101,7 +105,7 @@ def test_no_biases_and_hf_weight_names():
         names = [n for n, _ in model.named_parameters()]
         assert not any(n.endswith("bias") and "relative_attention_bias" not in n for n in names)
         ff = model.encoder.block[0].layer[1].DenseReluDense
-        expected = {"wi_0", "wi_1", "wo"} if get_variant(name).gated else {"wi", "wo"}
+        expected = {"wi_0", "wi_1", "wo"} if get_variant(name).is_gated_act else {"wi", "wo"}
         assert {n.split(".")[0] for n, _ in ff.named_parameters()} == expected
         assert model.config.dropout_rate == 0.0
         assert model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()  # T5.1.0 tied embeddings
@@ -153,7 +157,7 @@ def test_ffn_block_equals_paper_formula(name):
     x = torch.randn(3, 7, TINY.d_model, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         got = block(x)
-        if v.gated:
+        if v.is_gated_act:
             W, V, W2 = block.wi_0.weight.T, block.wi_1.weight.T, block.wo.weight.T
             want = (PHI[name](x @ W) * (x @ V)) @ W2
         else:
@@ -168,7 +172,7 @@ def test_export_round_trip_identical_logits(name, tmp_path):
     model.save_pretrained(tmp_path)
     loaded = T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
     assert loaded.config.feed_forward_proj == get_variant(name).feed_forward_proj
-    assert loaded.config.is_gated_act == get_variant(name).gated
+    assert loaded.config.is_gated_act == get_variant(name).is_gated_act
     ids = torch.randint(3, VOCAB, (2, 9), generator=torch.Generator().manual_seed(4))
     dec = torch.randint(3, VOCAB, (2, 4), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():

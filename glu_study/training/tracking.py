@@ -1,4 +1,4 @@
-"""Run records: metrics.jsonl / summary.json in the run directory, and the same figures in Weights & Biases.
+"""Logging events: every one to the run directory's metrics.jsonl, and the same figures to Weights & Biases.
 
 One W&B run per job: project from `logger.project`, group = `logger.group` (the experiment or sweep), name =
 `<ffn>-s<seed>`, tags gated/non-gated and the model size, config = the resolved Hydra config plus derived
@@ -17,6 +17,9 @@ from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
+from glu_study.errors import ConfigError
+from glu_study.training.run_dir import METRICS, keep_metrics_until
+
 
 def wandb_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -31,25 +34,10 @@ def wandb_key_configured() -> bool:
 def resolve_mode(mode: str) -> str:
     valid = ("auto", "online", "offline", "disabled")
     if mode not in valid:
-        raise ValueError(f"logger.mode={mode!r} is not one of {', '.join(valid)}")
+        raise ConfigError(f"logger.mode={mode!r} is not one of {', '.join(valid)}")
     if mode == "auto":
         return "online" if wandb_key_configured() else "offline"
     return mode
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a hidden sibling and rename: a reader (or a killed writer) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class Tracker:
@@ -59,7 +47,7 @@ class Tracker:
         self,
         cfg,
         run_dir: Path,
-        figures: dict,
+        derived: dict,
         state: dict,
         *,
         tags: list[str],
@@ -68,7 +56,7 @@ class Tracker:
         summaries: dict[str, str] | None = None,
         enabled: bool = True,
     ):
-        """`figures` join the config under `derived`; `summaries` are W&B define_metric summaries (metric ->
+        """`derived` (parameter counts, d_ff, ...) joins the config under that key; `summaries` are W&B define_metric summaries (metric ->
         e.g. "min,last"), which summary() leaves alone."""
         self.enabled = enabled
         self.summaries = summaries or {"eval/log_perplexity": "min,last", "train/loss": "last"}
@@ -76,22 +64,18 @@ class Tracker:
         self.run_id = state.get("wandb_id")
         if not enabled:
             return
-        self.metrics_path = run_dir / "metrics.jsonl"
-        # On resume, drop events logged after the checkpoint we resume from: they will be logged again.
-        kept = [r for r in read_metrics(run_dir) if r["step"] <= state["step"]]
-        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._file = open(self.metrics_path, "a")
+        keep_metrics_until(run_dir, state["step"])
+        self._file = open(run_dir / METRICS, "a")
 
         mode = resolve_mode(cfg.logger.mode)
         if mode == "disabled":
             return
         import wandb
 
-        self.run_id = self.run_id or secrets.token_hex(
-            4
-        )  # fixed id: a resumed job continues the same W&B run
+        # A fixed id, kept in the checkpoint: a resumed job continues the same W&B run.
+        self.run_id = self.run_id or secrets.token_hex(4)
         config = OmegaConf.to_container(cfg, resolve=True)
-        config["derived"] = figures
+        config["derived"] = derived
         self.run = wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,

@@ -20,17 +20,20 @@ GELU flavours, stated explicitly because libraries disagree:
 
 Compute matching: a gated block has three d_model x d_ff matrices instead of two, so its d_ff is 2/3 of the
 model's base d_ff (T5-base: 3072 -> 2048), rounded to a multiple of 8 (tensor-core friendly) when 2/3 is not
-an integer. `python -m glu_study.ffn --model t5_base` prints the resulting table.
+an integer. `python -m glu_study.ffn --model t5_base` prints the resulting table (glu_study/ffn/__main__.py).
+
+A variant's two facts carry HF's own names: `dense_act_fn` (the ACT2FN key) and `is_gated_act`, exactly what
+`T5Config` derives from `feed_forward_proj`. The conf/ffn/*.yaml files state them as `activation` and `gated`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 
 import torch.nn as nn
 from transformers.activations import ACT2CLS, ACT2FN
+
+from glu_study.errors import ConfigError, UnknownVariantError
 
 # HF has no plain ELU in its activation table. We register torch's nn.ELU under the obvious name so that
 # the ELU extras run through the same T5 code path. This is the only addition we make to HF's registry;
@@ -46,8 +49,8 @@ GELU_ERF = "exact erf"
 class Variant:
     name: str  # our short name, the Hydra choice: ffn=<name>
     paper_name: str  # how the paper (or the activation literature) writes it
-    activation: str  # key into transformers' ACT2FN
-    gated: bool
+    dense_act_fn: str  # key into transformers' ACT2FN (HF T5Config.dense_act_fn)
+    is_gated_act: bool  # HF T5Config.is_gated_act: (phi(xW) * xV) W2 instead of act(xW1) W2
     gelu: str | None = None  # GELU flavour, only for GELU-based variants
     paper: bool = False  # one of the eight in Shazeer (2020) Table 1
     note: str = ""
@@ -55,14 +58,14 @@ class Variant:
     @property
     def feed_forward_proj(self) -> str:
         """The exact string HF's T5Config expects (and writes to config.json on export)."""
-        return f"gated-{self.activation}" if self.gated else self.activation
+        return f"gated-{self.dense_act_fn}" if self.is_gated_act else self.dense_act_fn
 
     def d_ff(self, base_d_ff: int) -> int:
-        return gated_d_ff(base_d_ff) if self.gated else base_d_ff
+        return gated_d_ff(base_d_ff) if self.is_gated_act else base_d_ff
 
     @property
     def num_matrices(self) -> int:
-        return 3 if self.gated else 2
+        return 3 if self.is_gated_act else 2
 
 
 def gated_d_ff(base_d_ff: int) -> int:
@@ -77,26 +80,49 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in [
         # --- the eight of Shazeer (2020), in the paper's Table 1 order ---
-        _V("relu", "FFN_ReLU", "relu", gated=False, paper=True, note="T5 baseline, eq. 1"),
-        _V("gelu", "FFN_GELU", "gelu_pytorch_tanh", gated=False, gelu=GELU_TANH, paper=True, note="eq. 2"),
-        _V("swish", "FFN_Swish", "silu", gated=False, paper=True, note="Swish_1 = SiLU, eq. 2"),
-        _V("glu", "FFN_GLU", "sigmoid", gated=True, paper=True, note="Dauphin et al. 2016, eq. 6"),
-        _V("bilinear", "FFN_Bilinear", "linear", gated=True, paper=True, note="phi = identity, eq. 6"),
-        _V("geglu", "FFN_GEGLU", "gelu_pytorch_tanh", gated=True, gelu=GELU_TANH, paper=True, note="eq. 6"),
-        _V("swiglu", "FFN_SwiGLU", "silu", gated=True, paper=True, note="eq. 6"),
-        _V("reglu", "FFN_ReGLU", "relu", gated=True, paper=True, note="eq. 6"),
+        _V("relu", "FFN_ReLU", "relu", is_gated_act=False, paper=True, note="T5 baseline, eq. 1"),
+        _V(
+            "gelu",
+            "FFN_GELU",
+            "gelu_pytorch_tanh",
+            is_gated_act=False,
+            gelu=GELU_TANH,
+            paper=True,
+            note="eq. 2",
+        ),
+        _V("swish", "FFN_Swish", "silu", is_gated_act=False, paper=True, note="Swish_1 = SiLU, eq. 2"),
+        _V("glu", "FFN_GLU", "sigmoid", is_gated_act=True, paper=True, note="Dauphin et al. 2016, eq. 6"),
+        _V("bilinear", "FFN_Bilinear", "linear", is_gated_act=True, paper=True, note="phi = identity, eq. 6"),
+        _V(
+            "geglu",
+            "FFN_GEGLU",
+            "gelu_pytorch_tanh",
+            is_gated_act=True,
+            gelu=GELU_TANH,
+            paper=True,
+            note="eq. 6",
+        ),
+        _V("swiglu", "FFN_SwiGLU", "silu", is_gated_act=True, paper=True, note="eq. 6"),
+        _V("reglu", "FFN_ReGLU", "relu", is_gated_act=True, paper=True, note="eq. 6"),
         # --- the wider activation family of the study's background (not in the paper's tables) ---
-        _V("gelu_erf", "FFN_GELU (exact erf)", "gelu", gated=False, gelu=GELU_ERF, note="HF's plain 'gelu'"),
-        _V("sigmoid", "FFN_Sigmoid", "sigmoid", gated=False),
-        _V("tanh", "FFN_Tanh", "tanh", gated=False),
-        _V("leaky_relu", "FFN_LeakyReLU", "leaky_relu", gated=False, note="negative slope 0.01"),
-        _V("elu", "FFN_ELU", "elu", gated=False, note="alpha 1.0"),
-        _V("mish", "FFN_Mish", "mish", gated=False),
-        _V("geglu_erf", "FFN_GEGLU (exact erf)", "gelu_python", gated=True, gelu=GELU_ERF),
-        _V("tanhglu", "FFN_TanhGLU", "tanh", gated=True),
-        _V("leaky_reglu", "FFN_LeakyReGLU", "leaky_relu", gated=True, note="negative slope 0.01"),
-        _V("eluglu", "FFN_ELUGLU", "elu", gated=True),
-        _V("mishglu", "FFN_MishGLU", "mish", gated=True),
+        _V(
+            "gelu_erf",
+            "FFN_GELU (exact erf)",
+            "gelu",
+            is_gated_act=False,
+            gelu=GELU_ERF,
+            note="HF's plain 'gelu'",
+        ),
+        _V("sigmoid", "FFN_Sigmoid", "sigmoid", is_gated_act=False),
+        _V("tanh", "FFN_Tanh", "tanh", is_gated_act=False),
+        _V("leaky_relu", "FFN_LeakyReLU", "leaky_relu", is_gated_act=False, note="negative slope 0.01"),
+        _V("elu", "FFN_ELU", "elu", is_gated_act=False, note="alpha 1.0"),
+        _V("mish", "FFN_Mish", "mish", is_gated_act=False),
+        _V("geglu_erf", "FFN_GEGLU (exact erf)", "gelu_python", is_gated_act=True, gelu=GELU_ERF),
+        _V("tanhglu", "FFN_TanhGLU", "tanh", is_gated_act=True),
+        _V("leaky_reglu", "FFN_LeakyReGLU", "leaky_relu", is_gated_act=True, note="negative slope 0.01"),
+        _V("eluglu", "FFN_ELUGLU", "elu", is_gated_act=True),
+        _V("mishglu", "FFN_MishGLU", "mish", is_gated_act=True),
     ]
 }
 
@@ -111,10 +137,6 @@ def paper_order(name: str) -> tuple[int, str]:
 EXTRA_VARIANTS: tuple[str, ...] = tuple(v.name for v in VARIANTS.values() if not v.paper)
 
 
-class UnknownVariantError(ValueError):
-    pass
-
-
 def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
@@ -127,7 +149,7 @@ def get_variant(name: str) -> Variant:
 
 def activation_fn(name: str) -> nn.Module:
     """The activation module a variant's block applies (the HF object itself, not a copy)."""
-    return ACT2FN[get_variant(name).activation]
+    return ACT2FN[get_variant(name).dense_act_fn]
 
 
 def check_variant_config(ffn_cfg) -> Variant:
@@ -138,50 +160,7 @@ def check_variant_config(ffn_cfg) -> Variant:
     """
     v = get_variant(ffn_cfg.name)
     stated = {"activation": ffn_cfg.activation, "gated": ffn_cfg.gated, "gelu": ffn_cfg.gelu}
-    actual = {"activation": v.activation, "gated": v.gated, "gelu": v.gelu}
+    actual = {"activation": v.dense_act_fn, "gated": v.is_gated_act, "gelu": v.gelu}
     if stated != actual:
-        raise ValueError(f"conf/ffn/{v.name}.yaml states {stated} but the registry says {actual}")
+        raise ConfigError(f"conf/ffn/{v.name}.yaml states {stated} but the registry says {actual}")
     return v
-
-
-def _main(argv: list[str] | None = None) -> int:
-    from glu_study.model import MODEL_SIZES, param_counts
-
-    p = argparse.ArgumentParser(
-        prog="python -m glu_study.ffn", description="Compute-matching table of every FFN variant."
-    )
-    p.add_argument("--model", default="t5_base", choices=sorted(MODEL_SIZES))
-    p.add_argument("--vocab-size", type=int, default=32100, help="for total parameter counts (T5: 32000+100)")
-    p.add_argument("--inputs-length", type=int, default=512)
-    p.add_argument("--targets-length", type=int, default=114)
-    p.add_argument("--all", action="store_true", help="include the extra (non-paper) variants")
-    args = p.parse_args(argv)
-
-    size = MODEL_SIZES[args.model]
-    names = list(VARIANTS) if args.all else list(PAPER_VARIANTS)
-    ref = param_counts(size, get_variant("relu"), args.vocab_size, args.inputs_length, args.targets_length)
-    print(
-        f"{args.model}: d_model {size.d_model}, {size.num_layers}+{size.num_decoder_layers} layers, "
-        f"{size.num_heads} heads x d_kv {size.d_kv}, base d_ff {size.d_ff}, vocab {args.vocab_size}, "
-        f"lengths {args.inputs_length}/{args.targets_length}"
-    )
-    hdr = (
-        f"{'variant':<12}{'paper name':<24}{'feed_forward_proj':<26}{'d_ff':>6}{'non-emb params':>16}"
-        f"{'vs relu':>9}{'total params':>15}{'enc GFLOP/in-tok':>18}{'dec GFLOP/tgt-tok':>19}"
-    )
-    print(hdr)
-    print("-" * len(hdr))
-    for n in names:
-        v = get_variant(n)
-        c = param_counts(size, v, args.vocab_size, args.inputs_length, args.targets_length)
-        rel = 100 * (c["non_embedding_params"] / ref["non_embedding_params"] - 1)
-        print(
-            f"{n:<12}{v.paper_name:<24}{v.feed_forward_proj:<26}{c['d_ff']:>6}{c['non_embedding_params']:>16,}"
-            f"{rel:>+8.2f}%{c['params']:>15,}{c['flops_per_input_token'] / 1e9:>18.4f}"
-            f"{c['flops_per_target_token'] / 1e9:>19.4f}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -17,19 +17,14 @@ from transformers import T5ForConditionalGeneration
 
 from glu_study.config import compose
 from glu_study.data import load_hf_tokenizer
+from glu_study.errors import ConfigError, NonFiniteLossError
 from glu_study.evaluate import evaluate_run
-from glu_study.tracking import read_metrics
-from glu_study.train import (
-    ConfigError,
-    NonFiniteLossError,
-    heldout_log_perplexity,
-    list_checkpoints,
-    load_checkpoint,
-    rsqrt_schedule,
-    train,
-)
-
-from .conftest import ROOT, TINY, run_cli
+from glu_study.train import train
+from glu_study.training.checkpoints import list_checkpoints, load_checkpoint
+from glu_study.training.heldout import heldout_log_perplexity
+from glu_study.training.optim import rsqrt_schedule
+from glu_study.training.run_dir import read_metrics
+from tests.helpers import ROOT, TINY, run_cli
 
 
 def evals(run_dir: Path) -> list[tuple[int, float]]:

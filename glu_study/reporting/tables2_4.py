@@ -1,6 +1,6 @@
 """Tables 2-4 (fine-tuned dev scores) from the fine-tune records under pretraining run directories.
 
-`python -m glu_study.report` calls this whenever a run directory holds finetune/<name>/scores.json: it writes
+`python -m glu_study.report` uses this whenever a run directory holds finetune/<name>/scores.json: it writes
 table2.md (GLUE average, SuperGLUE average, SQuAD EM/F1 per variant beside the paper's figures, then Tables 2, 3
 and 4 with the paper's per-task columns) and finetune.csv (one row per run, task and metric).
 
@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from glu_study.ffn import get_variant, paper_order
+from glu_study.finetuning.metrics import benchmark_averages
+from glu_study.finetuning.tasks import BENCHMARKS
 from glu_study.paper import FINETUNE, RAFFEL_2019, SOURCE
-from glu_study.tasks import BENCHMARKS, benchmark_averages
+from glu_study.reporting.records import FinetuneRecord
 
 COLUMNS = ("glue_avg", "superglue_avg", "squad_em", "squad_f1")
 # The paper's per-task columns (Tables 2-4): (task, metric, header). WNLI (not in the paper) only when scored.
@@ -57,50 +57,6 @@ PAPER_COLUMNS = {
     "squad": [("squad", "em", "EM"), ("squad", "f1", "F1")],
 }
 HEADERS = ("GLUE avg", "SuperGLUE avg", "SQuAD EM", "SQuAD F1")
-
-
-@dataclass
-class FinetuneRecord:
-    run: str  # the pretraining run's name, e.g. swiglu-s0
-    ffn: str
-    seed: int
-    finetune: str  # the fine-tune's name (its directory)
-    tasks: list[str]
-    steps: int
-    finished: bool
-    eval_examples: int
-    dev_truncated: bool  # scored only the first eval_examples rows of some dev split
-    best: dict[str, dict[str, float]]
-
-
-def finetune_dirs(run_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in (run_dir / "finetune").glob("*/scores.json"))
-
-
-def read_finetunes(run_dirs: list[Path]) -> list[FinetuneRecord]:
-    records = []
-    for d in run_dirs:
-        for f in finetune_dirs(d):
-            try:
-                records.append(_record(json.loads((f / "scores.json").read_text())))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{f / 'scores.json'} is not a complete fine-tune record ({e!r})") from None
-    return records
-
-
-def _record(s: dict) -> FinetuneRecord:
-    return FinetuneRecord(
-        run=s["pretrained"]["name"],
-        ffn=s["ffn"],
-        seed=int(s["seed"]),
-        finetune=s["name"],
-        tasks=list(s["tasks"]),
-        steps=int(s["steps"]),
-        finished=bool(s["finished"]),
-        eval_examples=int(s["eval_examples"]),
-        dev_truncated=bool(s["dev_truncated"]),
-        best=s["best"],
-    )
 
 
 def merged_scores(records: list[FinetuneRecord]) -> dict[tuple[str, int], dict[str, dict[str, float]]]:

@@ -14,8 +14,7 @@ from scipy import stats as st
 from glu_study.config import compose
 from glu_study.report import main as report_main
 from glu_study.train import train
-
-from .conftest import ROOT, TINY, run_cli
+from tests.helpers import ROOT, TINY, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
-"""Issue 8: fine-tuning on GLUE / SuperGLUE / SQuAD (Tables 2-4). Text-to-text casting per task, metrics against
-hand-computed values, loaders on local files in the hub's schema, end-to-end fine-tunes of a tiny pretrained run
-read back by the report, exact resume, and bad input."""
+"""The fine-tune command end to end: a tiny pretrained run fine-tuned on fixture RTE and SQuAD and read back by
+the report, exact resume, SIGTERM, -m sweeps, presets, and bad input."""
 
 from __future__ import annotations
 
@@ -15,197 +14,13 @@ import pytest
 import torch
 
 from glu_study.config import compose
-from glu_study.data import DataError
-from glu_study.finetune import finetune, mixture_rates, sample_batch
+from glu_study.errors import ConfigError
+from glu_study.finetune import finetune
 from glu_study.report import main as report_main
-from glu_study.tasks import (
-    BENCHMARKS,
-    MIXTURES,
-    TASKS,
-    UnknownTaskError,
-    benchmark_averages,
-    load_split,
-    resolve_tasks,
-    score,
-    score_splits,
-    text_to_text,
-)
-from glu_study.train import ConfigError, list_checkpoints, load_checkpoint, train
-
-from .conftest import ROOT, TINY, run_cli
-from .task_fixtures import ROWS, classification_rows, squad_rows, write_split
-
-# ---------------------------------------------------------------------------------------------------------
-# Text-to-text
-# ---------------------------------------------------------------------------------------------------------
-
-
-def test_every_task_has_a_fixture_row():
-    assert sorted(ROWS) == sorted(TASKS)
-
-
-@pytest.mark.parametrize("name", sorted(ROWS))
-def test_text_to_text_matches_t5(name):
-    row, expected = ROWS[name]
-    assert text_to_text(TASKS[name], row, for_training=False)[0] == expected
-
-
-def test_training_pairs_record_per_answer_wsc_correct_referent_only():
-    row = dict(ROWS["record"][0], answers=["Rome", "Roma"])
-    assert [t for _, t in text_to_text(TASKS["record"], row, for_training=True)] == ["Rome", "Roma"]
-    assert len(text_to_text(TASKS["record"], row, for_training=False)) == 1
-    wrong = dict(ROWS["wsc"][0], span1_text="Mark", label=0)
-    assert text_to_text(TASKS["wsc"], wrong, for_training=True) == []
-    assert text_to_text(TASKS["wsc"], wrong, for_training=False)[0][1] == "Mark"
-
-
-def test_stsb_rounds_to_steps_of_0_2():
-    task, row = TASKS["stsb"], ROWS["stsb"][0]
-    targets = [
-        text_to_text(task, dict(row, label=x), for_training=True)[0][1] for x in (0.0, 0.09, 0.11, 3.5, 5.0)
-    ]
-    assert targets == ["0.0", "0.0", "0.2", "3.6", "5.0"]  # 3.5 * 5 = 17.5 rounds half to even, as tf.round
-
-
-def test_resolve_tasks_and_mixtures():
-    assert [t.name for t in resolve_tasks("rte")] == ["rte"]
-    assert [t.name for t in resolve_tasks("cola+squad+cola")] == ["cola", "squad"]
-    assert [t.name for t in resolve_tasks("all")] == MIXTURES["all"]
-    assert "wnli" not in MIXTURES["glue"] and len(MIXTURES["glue"]) == 8 and len(MIXTURES["superglue"]) == 8
-    with pytest.raises(UnknownTaskError) as e:
-        resolve_tasks("rte+colaa")
-    assert "colaa" in str(e.value) and "superglue_rte" in str(e.value) and "all" in str(e.value)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Metrics (hand-computed values)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _rows(task, labels, **extra):
-    return [dict(ROWS[task][0], label=y, **extra) for y in labels]
-
-
-def test_accuracy_and_matthews_with_an_invalid_prediction():
-    out = score(TASKS["sst2"], ["positive", "negative", "purple"], _rows("sst2", [1, 0, 1]))
-    assert out == pytest.approx({"accuracy": 200 / 3, "score": 200 / 3})
-    # CoLA: y = [1,1,0,0], predicted [1,0,0,0]: TP 1, TN 2, FP 0, FN 1 -> MCC = 2 / sqrt(1*2*3*2) = 0.5774
-    out = score(TASKS["cola"], ["acceptable"] + ["unacceptable"] * 3, _rows("cola", [1, 1, 0, 0]))
-    assert out["matthews_corrcoef"] == pytest.approx(100 * 2 / 12**0.5)
-
-
-def test_f1_counts_an_invalid_prediction_as_wrong():
-    # y = [1,1,0,0]; predicted [1, invalid -> 0, 1, 0]: TP 1, FP 1, FN 1 -> F1 0.5; accuracy 2/4
-    preds = ["equivalent", "???", "equivalent", "not_equivalent"]
-    out = score(TASKS["mrpc"], preds, _rows("mrpc", [1, 1, 0, 0]))
-    assert out == pytest.approx({"f1": 50.0, "accuracy": 50.0, "score": 50.0})
-
-
-def test_cb_macro_f1_over_three_classes():
-    # y = [0,1,2,2]; predicted [0,1,1,invalid]: F1 per class 1, 2/3, 0 -> macro 5/9; accuracy 2/4
-    preds = ["entailment", "contradiction", "contradiction", "maybe"]
-    out = score(TASKS["cb"], preds, _rows("cb", [0, 1, 2, 2]))
-    assert out["f1_macro"] == pytest.approx(500 / 9) and out["accuracy"] == pytest.approx(50.0)
-
-
-def test_stsb_pearson_spearman_and_unparseable_as_minus_one():
-    rows = _rows("stsb", [1.0, 2.0, 3.0, 4.0])
-    out = score(TASKS["stsb"], ["2.0", "4.0", "6.0", "8.0"], rows)
-    assert out["pearson"] == pytest.approx(100) and out["spearman"] == pytest.approx(100)
-    # predicted [1,2,3,-1]: ranks [2,3,4,1] vs [1,2,3,4], sum d^2 = 12 -> rho = 1 - 6*12/(4*15) = -0.2
-    out = score(TASKS["stsb"], ["1.0", "2.0", "3.0", "n/a"], rows)
-    assert out["spearman"] == pytest.approx(-20.0)
-    assert score(TASKS["stsb"], ["3.0"] * 4, rows)["pearson"] == 0.0  # constant: undefined, scored 0
-
-
-def test_multirc_f1a_and_question_exact_match():
-    def row(q, label):
-        return dict(ROWS["multirc"][0], label=label, idx={"paragraph": 0, "question": q, "answer": 0})
-
-    rows = [row(0, 1), row(0, 0), row(1, 1), row(1, 1)]
-    out = score(TASKS["multirc"], ["True", "False", "True", "False"], rows)
-    # question 0 all right, question 1 not -> EM 50; answers: TP 2, FN 1, FP 0 -> F1a 0.8
-    assert out["em"] == pytest.approx(50.0) and out["f1a"] == pytest.approx(80.0)
-
-
-def test_squad_em_f1_best_over_answers():
-    rows = [
-        dict(squad_rows(1)[0], answers={"text": a, "answer_start": [0] * len(a)})
-        for a in (["1842"], ["a bridge over"], ["1842", "in 1842!"])
-    ]
-    out = score(TASKS["squad"], ["1842", "the bridge", "In 1842"], rows)
-    # EM: 1, 0, 1 (normalised: case, punctuation); F1: 1, 2/3 ("bridge" vs "bridge over"), 1
-    assert out["em"] == pytest.approx(200 / 3) and out["f1"] == pytest.approx(100 * (1 + 2 / 3 + 1) / 3)
-
-
-def test_record_and_wsc():
-    rows = [dict(ROWS["record"][0], answers=["Rome", "Roma"])] * 2
-    assert score(TASKS["record"], ["Roma", "Italy"], rows)["em"] == pytest.approx(50.0)
-    rows = [dict(ROWS["wsc"][0], label=1), dict(ROWS["wsc"][0], label=0), dict(ROWS["wsc"][0], label=1)]
-    # "the Pete" names Pete (determiner ignored) -> 1 (right); "Pete" -> 1 (wrong); "Mark" -> 0 (wrong)
-    assert score(TASKS["wsc"], ["the Pete", "Pete", "Mark"], rows)["accuracy"] == pytest.approx(100 / 3)
-
-
-def test_mnli_two_splits_and_benchmark_averages():
-    rows = _rows("mnli", [0, 1])
-    out = score_splits(
-        TASKS["mnli"],
-        {
-            "validation_matched": (["entailment", "neutral"], rows),
-            "validation_mismatched": (["entailment", "contradiction"], rows),
-        },
-    )
-    assert out == pytest.approx({"accuracy_matched": 100.0, "accuracy_mismatched": 50.0, "score": 75.0})
-    scores = {t: {"score": float(i)} for i, t in enumerate(BENCHMARKS["glue"])}
-    scores["squad"] = {"em": 80.0, "f1": 88.0, "score": 84.0}
-    avgs = benchmark_averages(scores)
-    assert avgs["glue_avg"] == pytest.approx(3.5) and avgs["superglue_avg"] is None
-    assert (avgs["squad_em"], avgs["squad_f1"]) == (80.0, 88.0)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Loaders and sampling
-# ---------------------------------------------------------------------------------------------------------
-
-
-def test_local_files_in_the_hub_schema(tmp_path):
-    write_split(tmp_path / "rte" / "train.jsonl", classification_rows(10))
-    ds = load_split(TASKS["rte"], "train", tmp_path)
-    assert len(ds) == 10 and {"sentence1", "sentence2", "label", "idx"} <= set(ds.column_names)
-    import datasets
-
-    datasets.Dataset.from_list(squad_rows(5)).to_parquet(str(tmp_path / "squad" / "validation.parquet"))
-    assert load_split(TASKS["squad"], "validation", tmp_path)[0]["answers"]["text"]
-    with pytest.raises(DataError, match="no validation split"):
-        load_split(TASKS["rte"], "validation", tmp_path)
-    write_split(tmp_path / "cola" / "train.jsonl", [{"text": "no sentence field", "label": 0}])
-    with pytest.raises(DataError, match="unexpected schema, missing sentence"):
-        load_split(TASKS["cola"], "train", tmp_path)
-    write_split(tmp_path / "sst2" / "train.jsonl", [{"sentence": "x", "label": 7, "idx": 0}])
-    with pytest.raises(DataError, match="class ids"):
-        load_split(TASKS["sst2"], "train", tmp_path)
-
-
-def test_mixture_is_examples_proportional_and_batches_are_a_function_of_step():
-    assert mixture_rates([100, 300, 10_000], limit=1000) == pytest.approx(
-        [0.071428, 0.214286, 0.714286], rel=1e-4
-    )
-    import datasets
-
-    sets = [
-        datasets.Dataset.from_dict({"input_ids": [[t]] * n, "labels": [[t + 1]] * n})
-        for t, n in ((1, 3), (3, 9))
-    ]
-    rates = mixture_rates([3, 9], 100)
-    a, b = sample_batch(sets, rates, 64, 0, 5), sample_batch(sets, rates, 64, 0, 5)
-    assert a == b and a != sample_batch(sets, rates, 64, 0, 6)
-    share = sum(x == [3] for x, _ in a) / 64
-    assert 0.55 < share < 0.95  # task 2 has 3/4 of the examples
-
-
-# ---------------------------------------------------------------------------------------------------------
-# End to end: a tiny pretrained run, fine-tuned on fixture RTE and SQuAD, read back by the report
-# ---------------------------------------------------------------------------------------------------------
+from glu_study.train import train
+from glu_study.training.checkpoints import list_checkpoints, load_checkpoint
+from tests.helpers import ROOT, TINY, run_cli
+from tests.helpers.task_fixtures import classification_rows, squad_rows, write_split
 
 FAST = ["finetune.batch_size=16", "finetune.eval_batch_size=32", "finetune.log_every=5", "finetune.lr=0.01"]
 
@@ -367,11 +182,6 @@ def test_finetune_bf16_on_cuda(pretrained):
     ]
     s = finetune(compose([*overrides, *FAST], config_name="finetune"), run_dir / "finetune" / "cuda")
     assert s["finished"] and 0 <= s["squad_em"] <= s["squad_f1"] <= 100
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Config and bad input
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_finetune_presets_compose():

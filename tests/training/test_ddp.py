@@ -13,9 +13,8 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
 from glu_study.config import CONF_DIR
-from glu_study.tracking import read_metrics
-
-from .conftest import ROOT, TINY, run_cli
+from glu_study.training.run_dir import read_metrics
+from tests.helpers import ROOT, TINY, run_cli
 
 STEPS = ["trainer.max_steps=8", "trainer.eval_every=4", "trainer.checkpoint_every=4", "trainer.log_every=2"]
 

@@ -1,0 +1,138 @@
+"""Packed, span-corrupted pretraining examples, addressable by a global example index (see PretrainData)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glu_study.data.corpora import prepare_corpus
+from glu_study.data.spans import (
+    LABEL_PAD,
+    PAD_ID,
+    compute_input_and_target_lengths,
+    random_spans_noise_mask,
+    span_corrupt,
+    validate_span_settings,
+)
+from glu_study.data.tokenizer import tokenize_split, train_tokenizer
+from glu_study.errors import DataError
+
+
+@dataclass
+class DataInfo:
+    vocab_size: int  # model vocabulary: SentencePiece pieces + sentinels
+    raw_length: int
+    inputs_length: int
+    targets_length: int
+    train_tokens: int
+    train_examples: int
+    spiece_model: str
+    corpus_dir: str
+
+
+class PretrainData:
+    """Span-corrupted examples from a packed token stream, addressable by a global example index.
+
+    Example k of training is chunk perm_e[k mod N] of epoch e = k // N, where perm_e is a permutation drawn
+    from (seed, e), and its noise mask is drawn from (seed, e, chunk). A run's position is therefore a
+    single integer (the number of examples consumed) and resuming from it replays the same batches.
+    The held-out set is the first `eval_examples` chunks of the held-out stream with masks from
+    `eval_seed`: identical for every run of an experiment, whatever its `seed`.
+    """
+
+    def __init__(self, cfg, *, log=print):
+        validate_span_settings(cfg.inputs_length, cfg.noise_density, cfg.mean_noise_span_length)
+        self.cfg = cfg
+        self.raw_length, self.targets_length = compute_input_and_target_lengths(
+            cfg.inputs_length, cfg.noise_density, cfg.mean_noise_span_length
+        )
+        corpus_dir = prepare_corpus(cfg)
+        spiece_model = train_tokenizer(corpus_dir, cfg)
+        cache_dir = Path(cfg.cache_dir)
+        train = tokenize_split(corpus_dir, "train", spiece_model, cache_dir)
+        held = tokenize_split(corpus_dir, "heldout", spiece_model, cache_dir)
+        import sentencepiece as spm
+
+        pieces = spm.SentencePieceProcessor(model_file=str(spiece_model)).get_piece_size()
+        self.vocab_size = pieces + cfg.extra_ids
+        n_train, n_held = len(train) // self.raw_length, len(held) // self.raw_length
+        if n_held < cfg.eval_examples:
+            raise DataError(
+                f"the held-out split has {len(held):,} tokens = {n_held} chunks of {self.raw_length}; "
+                f"data.eval_examples={cfg.eval_examples} needs more held-out text"
+            )
+        if n_train < 1:
+            raise DataError(
+                f"the training split has {len(train):,} tokens, less than one {self.raw_length}-token chunk"
+            )
+        # The incomplete tail chunk is dropped, so every example has exactly inputs_length / targets_length.
+        self.train_chunks = train[: n_train * self.raw_length].reshape(n_train, self.raw_length)
+        self.eval_chunks = held[: cfg.eval_examples * self.raw_length].reshape(
+            cfg.eval_examples, self.raw_length
+        )
+        self.info = DataInfo(
+            vocab_size=self.vocab_size,
+            raw_length=self.raw_length,
+            inputs_length=cfg.inputs_length,
+            targets_length=self.targets_length,
+            train_tokens=len(train),
+            train_examples=n_train,
+            spiece_model=str(spiece_model),
+            corpus_dir=str(corpus_dir),
+        )
+        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._eval_pairs: list[tuple[np.ndarray, np.ndarray]] | None = None
+        log(
+            f"data: {cfg.source} corpus {len(train):,} train / {len(held):,} held-out tokens, vocab "
+            f"{self.vocab_size:,}, {self.raw_length} raw -> {cfg.inputs_length}/{self.targets_length} tokens"
+        )
+
+    def _example(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        mask = random_spans_noise_mask(
+            len(chunk), self.cfg.noise_density, self.cfg.mean_noise_span_length, rng
+        )
+        return span_corrupt(chunk, mask, self.vocab_size)
+
+    def _collate(self, pairs) -> dict[str, torch.Tensor]:
+        """Pad to the fixed lengths (inputs with 0, labels with -100); full chunks need no padding."""
+        inputs = np.full((len(pairs), self.cfg.inputs_length), PAD_ID, dtype=np.int64)
+        labels = np.full((len(pairs), self.targets_length), LABEL_PAD, dtype=np.int64)
+        for i, (x, y) in enumerate(pairs):
+            inputs[i, : len(x)] = x
+            labels[i, : len(y)] = y
+        return {
+            "input_ids": torch.from_numpy(inputs),
+            "attention_mask": torch.from_numpy(inputs != PAD_ID).long(),
+            "labels": torch.from_numpy(labels),
+        }
+
+    def _permutation(self, seed: int, epoch: int) -> np.ndarray:
+        if (seed, epoch) not in self._perm_cache:
+            self._perm_cache = {
+                (seed, epoch): np.random.default_rng([seed, epoch]).permutation(len(self.train_chunks))
+            }
+        return self._perm_cache[(seed, epoch)]
+
+    def train_example(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch, within = divmod(index, len(self.train_chunks))
+        chunk = int(self._permutation(seed, epoch)[within])
+        return self._example(self.train_chunks[chunk], np.random.default_rng([seed, epoch, chunk]))
+
+    def train_batch(self, start: int, size: int, seed: int) -> dict[str, torch.Tensor]:
+        """Examples start .. start+size-1 of the run's example sequence."""
+        return self._collate([self.train_example(k, seed) for k in range(start, start + size)])
+
+    def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        if (
+            self._eval_pairs is None
+        ):  # the held-out set never changes: corrupt it once, not at every evaluation
+            self._eval_pairs = [
+                self._example(chunk, np.random.default_rng([self.cfg.eval_seed, i]))
+                for i, chunk in enumerate(self.eval_chunks)
+            ]
+        for i in range(0, len(self._eval_pairs), batch_size):
+            yield self._collate(self._eval_pairs[i : i + batch_size])

@@ -1,0 +1,103 @@
+"""The tokenizer: a SentencePiece unigram model with T5's ids, trained on the training split, and the token
+streams it produces (tokenised once with `datasets.map`, cached).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from glu_study.data.corpora import read_texts
+from glu_study.data.spans import EOS_ID, PAD_ID, UNK_ID
+from glu_study.errors import DataError
+from glu_study.files import atomic_dir, fingerprint
+
+SPM_SEED = 20200212
+
+
+def train_tokenizer(corpus_dir: Path, cfg) -> Path:
+    """Train (or reuse) spiece.model on the training split: pad 0, eos 1, unk 2, no BOS, like T5's.
+
+    The 100 sentinels are not pieces of the model: HF's T5Tokenizer adds `<extra_id_0..99>` on top, counting
+    down from the top of the vocabulary, so the model's vocab is vocab_size + extra_ids.
+    """
+    import sentencepiece as spm
+
+    key = fingerprint("spm", corpus_dir.name, cfg.vocab_size, cfg.tokenizer_max_sentences, SPM_SEED)
+    final = Path(cfg.cache_dir) / "tokenizer" / f"spm-{key}"
+    if (final / "spiece.model").exists():
+        return final / "spiece.model"
+
+    def sentences():
+        for text in read_texts(corpus_dir / "train.jsonl"):
+            for line in text.split("\n"):
+                if line.strip():
+                    yield line.strip()
+
+    model = io.BytesIO()
+    # SentencePiece samples and shuffles input sentences with a random seed of its own: fix it, so the same
+    # corpus and settings always give the same tokenizer (and so the same token stream and eval set).
+    spm.set_random_generator_seed(SPM_SEED)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=sentences(),
+            model_writer=model,
+            model_type="unigram",
+            vocab_size=cfg.vocab_size,
+            pad_id=PAD_ID,
+            eos_id=EOS_ID,
+            unk_id=UNK_ID,
+            bos_id=-1,
+            character_coverage=0.9995,
+            input_sentence_size=cfg.tokenizer_max_sentences,
+            shuffle_input_sentence=True,
+            num_threads=cfg.tokenizer_threads,
+            minloglevel=2,
+        )
+    except RuntimeError as e:  # e.g. a vocabulary larger than the corpus supports
+        raise DataError(f"SentencePiece training failed for data.vocab_size={cfg.vocab_size}: {e}") from None
+    with atomic_dir(final) as tmp:
+        (tmp / "spiece.model").write_bytes(model.getvalue())
+    return final / "spiece.model"
+
+
+def load_hf_tokenizer(spiece_model: str | Path):
+    """The tokenizer users load from an export.
+
+    transformers 5 converts a SentencePiece file only in `from_pretrained` (a directory holding
+    spiece.model); `T5Tokenizer(vocab_file=...)` there silently builds a 104-token placeholder vocabulary.
+    """
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer.from_pretrained(str(Path(spiece_model).parent), extra_ids=100)
+
+
+def tokenize_split(corpus_dir: Path, split: str, spiece_model: Path, cache_dir: Path) -> np.ndarray:
+    """All documents of a split as one token stream, each document followed by EOS (T5's packing)."""
+    import datasets
+
+    ds = datasets.load_dataset(
+        "json", data_files=str(corpus_dir / f"{split}.jsonl"), split="train", cache_dir=str(cache_dir / "hf")
+    )
+    map_cache = cache_dir / "tokenized" / f"{corpus_dir.name}-{spiece_model.parent.name}-{split}.arrow"
+    map_cache.parent.mkdir(parents=True, exist_ok=True)
+    model_path = str(spiece_model)
+
+    def encode(batch):
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=model_path)
+        return {"ids": [ids + [EOS_ID] for ids in sp.encode(batch["text"])]}
+
+    # datasets writes the map result to a temporary file and renames it: a killed run leaves no partial cache.
+    tokenized = ds.map(
+        encode,
+        batched=True,
+        batch_size=2000,
+        remove_columns=ds.column_names,
+        cache_file_name=str(map_cache),
+        desc=f"tokenizing {split}",
+    )
+    return np.asarray(tokenized.data.column("ids").combine_chunks().flatten(), dtype=np.int32)

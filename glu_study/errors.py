@@ -1,0 +1,52 @@
+"""What can go wrong, and what the command line says when it does.
+
+Every command keeps one contract (../shared/design.md): bad input is one `error:` line on stderr and exit 2,
+after whatever the command created has been removed; a non-finite training loss is exit 3 (its diagnostic
+checkpoint is kept). Each bad-input error below derives from `BadInputError`, so a command catches one type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
+
+
+class BadInputError(ValueError):
+    """A setting, file or name the user gave that cannot work; raised before anything is written."""
+
+
+class ConfigError(BadInputError):
+    """A configuration value outside what the code supports (trainer settings, model sizes, ...)."""
+
+
+class DataError(BadInputError):
+    """Bad data settings or input files (corpora, task splits, exports)."""
+
+
+class UnknownVariantError(ConfigError):
+    """`ffn=` names no registered FFN variant."""
+
+
+class UnknownTaskError(ConfigError):
+    """`task=` names no fine-tuning task or mixture."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf."""
+
+
+@contextlib.contextmanager
+def cli_exit_codes(cleanup=lambda: None):
+    """The command-line contract around a command's body: BadInputError -> `cleanup()` (remove what this
+    invocation created), one `error:` line, exit 2; NonFiniteLossError -> one `error:` line, exit 3."""
+    try:
+        yield
+    except BadInputError as e:
+        cleanup()
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_NONFINITE) from None

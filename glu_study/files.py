@@ -1,0 +1,70 @@
+"""Writing files so that nobody ever reads half of one, and naming cached things by their inputs.
+
+A killed process (SIGKILL, a full disk, a pre-empted node) must never leave a file or directory that a later
+run would trust. Everything the project writes for keeps — checkpoints, exports, caches, records — is written
+to a temporary sibling and renamed into place, which POSIX makes atomic within one file system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"  # what a killed writer leaves behind; safe to delete when no writer is running
+
+
+@contextmanager
+def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a new temporary sibling of `final`; once the block finishes, rename it to `final`.
+
+    `replace=True` replaces an existing `final` (a checkpoint saved again, a new export); otherwise an existing
+    one is kept (another process built the same cache entry first). If the block raises, nothing is renamed.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        if replace and final.exists():
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a hidden sibling and rename: a reader (or a killed writer) never sees half a file."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def fsync_write(path: Path, write) -> None:
+    """Open `path` for binary writing, call `write(file)`, and make sure the bytes reached the disk."""
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fingerprint(*parts) -> str:
+    """A short, stable key for a cache entry: the hash of everything the entry was computed from."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stable_bucket(key: str, buckets: int = 10_000) -> int:
+    """A string's bucket in [0, buckets), the same on every machine and Python (unlike hash())."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % buckets

@@ -1,0 +1,85 @@
+"""Figures of a Table 1 report (curves.png, ranking.png) and the one way every figure is saved."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from glu_study.ffn import get_variant
+from glu_study.paper import TABLE1
+from glu_study.reporting.records import RunRecord
+
+
+def savefig(fig, path: Path) -> None:
+    """No timestamp or version in the PNG metadata: the same records give the same bytes."""
+    fig.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches="tight")
+
+
+def plot_curves(records: list[RunRecord], stats: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, v in enumerate(stats):
+        runs = [r for r in records if r.ffn == v]
+        steps = sorted(set.intersection(*(set(s for s, _ in r.curve) for r in runs)))
+        steps = [s for s in steps if s > 0]  # step 0 (untrained) would flatten the interesting part
+        if not steps:
+            continue
+        vals = np.array([[dict(r.curve)[s] for s in steps] for r in runs])
+        mean = vals.mean(0)
+        ax.plot(
+            steps,
+            mean,
+            color=cmap(i % 10),
+            label=get_variant(v).paper_name,
+            linestyle="-" if get_variant(v).is_gated_act else "--",
+        )
+        if len(runs) > 1:
+            ax.fill_between(steps, vals.min(0), vals.max(0), color=cmap(i % 10), alpha=0.15, linewidth=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out log-perplexity (nats / target token)")
+    ax.set_title("Eval log-perplexity: mean over seeds, band = min..max (dashed: non-gated)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_ranking(stats: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    common = [v for v in stats if v in TABLE1]
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for v in common:
+        s = stats[v]
+        ax.errorbar(
+            TABLE1[v][0],
+            s.mean,
+            xerr=TABLE1[v][1],
+            yerr=0 if math.isnan(s.std) else s.std,
+            fmt="o",
+            color="tab:red" if get_variant(v).is_gated_act else "tab:blue",
+            capsize=3,
+        )
+        ax.annotate(
+            get_variant(v).paper_name.replace("FFN_", ""),
+            (TABLE1[v][0], s.mean),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("paper: log-perplexity at 65,536 steps (± std)")
+    ax.set_ylabel("ours: final log-perplexity (± std over seeds)")
+    ax.set_title("Ours vs paper (red: gated, blue: non-gated)")
+    ax.grid(alpha=0.3)
+    savefig(fig, path)
+    plt.close(fig)

@@ -1,0 +1,176 @@
+"""Run records as the reports read them: one RunRecord type, read from run directories or from W&B.
+
+A run directory (or a report's copy of one) gives summary.json, metrics.jsonl and its config; the W&B Public API
+gives the same figures for runs synced from a cluster. Fine-tune records (finetune/<name>/scores.json) are read
+beside them. `copy_raw_records` puts every record a report was computed from next to the report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from glu_study.training import run_dir as records
+
+METRIC = "eval/log_perplexity"
+
+
+@dataclass
+class RunRecord:
+    name: str
+    ffn: str
+    seed: int
+    model: str
+    group: str
+    params: int
+    non_embedding_params: int
+    d_ff: int
+    steps: int
+    tokens_seen: int
+    final: float  # eval/log_perplexity at the last step
+    tokens_per_s: float | None
+    wall_s: float | None
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, eval/log_perplexity)
+
+
+def run_record(summary, *, name, ffn, seed, model, group, final, curve) -> RunRecord:
+    """The record from a run's summary (summary.json or W&B's run.summary) and what is stored elsewhere."""
+    return RunRecord(
+        name=name,
+        ffn=ffn,
+        seed=int(seed),
+        model=model,
+        group=group,
+        params=int(summary["params"]),
+        non_embedding_params=int(summary["non_embedding_params"]),
+        d_ff=int(summary["d_ff"]),
+        steps=int(summary["steps"]),
+        tokens_seen=int(summary["tokens_seen"]),
+        final=float(final),
+        tokens_per_s=summary.get("train/tokens_per_s"),
+        wall_s=summary.get("wall_s"),
+        curve=curve,
+    )
+
+
+def read_run_dir(run_dir: Path) -> RunRecord:
+    s = records.read_summary(run_dir)
+    # `evaluate` re-checks (with a "source") are not part of the curve.
+    curve = [
+        (int(r["step"]), float(r[METRIC]))
+        for r in records.read_metrics(run_dir)
+        if METRIC in r and "source" not in r
+    ]
+    cfg = records.load_config(run_dir)
+    group = cfg.logger.group if cfg is not None else "runs"
+    return run_record(
+        s,
+        name=s["name"],
+        ffn=s["ffn"],
+        seed=s["seed"],
+        model=s["model"],
+        group=group,
+        final=s[METRIC],
+        curve=curve,
+    )
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run directories (holding summary.json) given as themselves or anywhere below the given paths."""
+    found = []
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such directory")
+        if (p / records.SUMMARY).is_file():
+            found.append(p)
+        else:
+            found.extend(sorted(q.parent for q in p.rglob(records.SUMMARY)))
+    if not found:
+        raise FileNotFoundError(f"no finished runs (summary.json) under {', '.join(map(str, paths))}")
+    return found
+
+
+def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
+    """The same records through the W&B Public API (entity/project), e.g. for runs synced from a cluster."""
+    import wandb
+
+    out = []
+    for run in wandb.Api().runs(path, filters={"group": group} if group else {}):
+        if run.state != "finished" or run.job_type not in (None, "pretrain"):  # fine-tunes are not Table 1
+            continue
+        s, c = run.summary, run.config
+        final = s.get(METRIC)
+        final = final.get("last") if isinstance(final, dict) else final
+        curve = [(int(row["_step"]), float(row[METRIC])) for row in run.scan_history(keys=["_step", METRIC])]
+        out.append(
+            run_record(
+                s,
+                name=run.name,
+                ffn=c["ffn"]["name"],
+                seed=c["seed"],
+                model=c["model"]["name"],
+                group=run.group,
+                final=final,
+                curve=curve,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fine-tune records
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneRecord:
+    run: str  # the pretraining run's name, e.g. swiglu-s0
+    ffn: str
+    seed: int
+    finetune: str  # the fine-tune's name (its directory)
+    tasks: list[str]
+    steps: int
+    finished: bool
+    eval_examples: int
+    dev_truncated: bool  # scored only the first eval_examples rows of some dev split
+    best: dict[str, dict[str, float]]
+
+
+def finetune_record(s: dict) -> FinetuneRecord:
+    return FinetuneRecord(
+        run=s["pretrained"]["name"],
+        ffn=s["ffn"],
+        seed=int(s["seed"]),
+        finetune=s["name"],
+        tasks=list(s["tasks"]),
+        steps=int(s["steps"]),
+        finished=bool(s["finished"]),
+        eval_examples=int(s["eval_examples"]),
+        dev_truncated=bool(s["dev_truncated"]),
+        best=s["best"],
+    )
+
+
+def read_finetunes(run_dirs: list[Path]) -> list[FinetuneRecord]:
+    out = []
+    for d in run_dirs:
+        for f in records.finetune_dirs(d):
+            path = f / records.SCORES
+            try:
+                out.append(finetune_record(json.loads(path.read_text())))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path} is not a complete fine-tune record ({e!r})") from None
+    return out
+
+
+def copy_raw_records(run_dirs: list[Path], dest: Path) -> None:
+    """summary.json, metrics.jsonl and the resolved config of each run (and of its fine-tunes) beside the
+    report, no checkpoints: what `make report` regenerates the report from."""
+    for d in run_dirs:
+        target = dest / records.read_summary(d)["name"]
+        if target.resolve() == d.resolve():
+            continue
+        records.copy_records(d, target, records.RECORD_FILES)
+        for ft in records.finetune_dirs(d):
+            records.copy_records(ft, target / "finetune" / ft.name, records.FINETUNE_RECORD_FILES)

@@ -1,0 +1,109 @@
+"""Checkpoints: everything an exact resume needs, written so that `step_<N>` always means complete.
+
+A checkpoint is `<dir>/checkpoints/<name>/state.pt` holding the model, optimizer and schedule state, every RNG
+and the loop's own state (step, data position, W&B id, ...), plus the resolved config it was trained with. It is
+written into a temporary directory, fsync'd, and renamed (glu_study.files.atomic_dir), so a kill at any moment
+leaves either the previous checkpoints or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glu_study.errors import ConfigError
+from glu_study.files import TMP_PREFIX, atomic_dir, fsync_write
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete periodic checkpoints under `directory`, oldest first."""
+    ckpt_dir = directory / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP_DIR.match(p.name))]
+    return sorted(x for x in found if (x[1] / "state.pt").is_file())
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Saves and restores one run's complete state under `<directory>/checkpoints/`.
+
+    It holds the objects a checkpoint is made of — model, optimizer, schedule and the loop's `state` dict (updated
+    in place on resume) — and the resolved config, so that a resume can refuse a directory trained differently.
+    `enabled=False` (DDP ranks other than 0) makes saving a no-op.
+    """
+
+    def __init__(
+        self, directory: Path, model, optimizer, schedule, state: dict, config: dict, *, enabled=True
+    ):
+        self.directory, self.model, self.optimizer, self.schedule = directory, model, optimizer, schedule
+        self.state, self.config, self.enabled = state, config, enabled
+
+    def save(self, name: str, keep: int | None = None) -> Path | None:
+        """Write checkpoints/<name>; then keep only the newest `keep` periodic ones (None: delete nothing)."""
+        if not self.enabled:
+            return None
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": rng_state(),
+            "state": dict(self.state),
+            "config": self.config,
+        }
+        final = self.directory / "checkpoints" / name
+        with atomic_dir(final, replace=True) as tmp:  # replace: SIGTERM right after a periodic save
+            fsync_write(tmp / "state.pt", lambda f: torch.save(payload, f))
+        if keep is not None:
+            for _, old in list_checkpoints(self.directory)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def resume(self, comparable: Callable[[dict], dict], hint: str) -> bool:
+        """Restore the newest complete checkpoint in place; False when there is none.
+
+        `comparable(config)` picks what must match between the checkpoint's config and this run's; a mismatch is
+        a ConfigError ending in `hint`. Leftovers of saves killed half-way are removed first (by rank 0).
+        """
+        if self.enabled:
+            for stale in (self.directory / "checkpoints").glob(f"{TMP_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        checkpoints = list_checkpoints(self.directory)
+        if not checkpoints:
+            return False
+        ckpt = load_checkpoint(checkpoints[-1][1])
+        if comparable(ckpt["config"]) != comparable(self.config):
+            raise ConfigError(f"{self.directory} holds a run with a different configuration; {hint}")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        set_rng_state(ckpt["rng"])
+        self.state.clear()
+        self.state.update(ckpt["state"])
+        return True

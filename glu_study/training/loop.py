@@ -1,0 +1,169 @@
+"""The training loop both commands share (pretraining and fine-tuning), and the device it runs on.
+
+`TrainLoop.run()` reads top to bottom: for each step, the command's own `train_step()` (one optimizer step,
+returning its loss still on the device) -> every `log_every` steps one host synchronisation to log the mean loss,
+with the non-finite check -> every `eval_every` steps the command's `evaluate()` -> every `checkpoint_every` steps
+a checkpoint -> on SIGTERM (pre-emption) a checkpoint and exit 0, so that the same command resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from glu_study.errors import EXIT_NONFINITE, ConfigError, NonFiniteLossError
+from glu_study.training.checkpoints import Checkpointer
+from glu_study.training.distributed import SINGLE_PROCESS, DistInfo, all_reduce_mean, any_rank
+from glu_study.training.tracking import Tracker
+
+
+def setup_device(settings, info: DistInfo = SINGLE_PROCESS) -> torch.device:
+    kind = settings.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA device is available (use trainer=cpu)")
+        if settings.precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("precision=bf16 but this GPU does not support bfloat16")
+        torch.cuda.set_device(info.local_rank)
+        # TF32 matmuls for the fp32 parts (and fp32 runs); bf16 autocast covers the rest.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda", info.local_rank)
+    if settings.num_threads > 0:
+        torch.set_num_threads(settings.num_threads)
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class StopOnSigterm:
+    """While active, SIGTERM (pre-emption) only sets `requested`; the loop checkpoints and exits at step end."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+class LossWindow:
+    """The training loss since the last log line, summed on the device: reading it is the one host sync."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), device=device)
+        self._reset()
+
+    def _reset(self):
+        self.loss.zero_()
+        self.steps, self.tokens, self.start = 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, tokens: int) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.tokens += tokens
+
+    def read(self) -> tuple[float, float, float]:
+        """(mean loss, tokens per second, seconds) of the window; starts the next window."""
+        seconds = time.perf_counter() - self.start
+        result = (self.loss.item() / self.steps, self.tokens / seconds, seconds)
+        self._reset()
+        return result
+
+
+class TrainLoop:
+    """Steps `state["step"]` up to `settings.max_steps` (see the module docstring).
+
+    `settings` has max_steps, log_every, eval_every, checkpoint_every and keep_checkpoints; `state` is the loop's
+    resumable state (it holds at least "step" and "wall_s", and gains "tokens_per_s"). Under DDP every rank runs
+    the loop; stopping is agreed only at log intervals, since a collective every step would be a host sync.
+    """
+
+    def __init__(
+        self,
+        settings,
+        state: dict,
+        checkpointer: Checkpointer,
+        tracker: Tracker,
+        schedule,
+        *,
+        device: torch.device,
+        desc: str,
+        info: DistInfo = SINGLE_PROCESS,
+    ):
+        self.settings, self.state, self.checkpointer, self.tracker = settings, state, checkpointer, tracker
+        self.schedule, self.device, self.desc, self.info = schedule, device, desc, info
+
+    def due(self, every: int) -> bool:
+        return self.state["step"] % every == 0 or self.state["step"] == self.settings.max_steps
+
+    def run(self, train_step: Callable[[], tuple[torch.Tensor, int]], evaluate: Callable[[], object]) -> None:
+        """`train_step()` does one optimizer step, returning (its loss on the device, the tokens it trained on)."""
+        s, state = self.settings, self.state
+        window = LossWindow(self.device)
+        bar = tqdm(
+            total=s.max_steps,
+            initial=state["step"],
+            desc=self.desc,
+            disable=not self.info.is_main,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        with StopOnSigterm() as stop, bar:
+            while state["step"] < s.max_steps:
+                loss, tokens = train_step()
+                state["step"] += 1
+                window.add(loss, tokens)
+                bar.update(1)
+                if self.due(s.log_every):
+                    self.log_window(window, bar)
+                if self.due(s.eval_every):
+                    evaluate()
+                if self.due(s.checkpoint_every):
+                    self.checkpointer.save(f"step_{state['step']}", s.keep_checkpoints)
+                if state["step"] < s.max_steps and self.stop_requested(stop):
+                    self.preempt()
+
+    def log_window(self, window: LossWindow, bar) -> None:
+        step = self.state["step"]
+        loss, tokens_per_s, seconds = window.read()
+        loss = all_reduce_mean(loss, self.device, self.info)
+        self.state["wall_s"] += seconds
+        self.state["tokens_per_s"] = tokens_per_s
+        if not math.isfinite(loss):
+            path = self.checkpointer.save(f"diagnostic_step_{step}")
+            self.tracker.finish(exit_code=EXIT_NONFINITE)
+            raise NonFiniteLossError(f"loss is {loss} at step {step}; diagnostic checkpoint in {path}")
+        lr = self.schedule.get_last_lr()[0]
+        self.tracker.log(step, {"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tokens_per_s})
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+
+    def stop_requested(self, stop: StopOnSigterm) -> bool:
+        if self.info.world_size > 1 and self.state["step"] % self.settings.log_every:
+            return False
+        return any_rank(stop.requested, self.device, self.info)
+
+    def preempt(self) -> None:
+        step = self.state["step"]
+        self.checkpointer.save(f"step_{step}", self.settings.keep_checkpoints)
+        if self.info.is_main:
+            print(f"\nSIGTERM: checkpoint saved at step {step}; run the same command to resume")
+        self.tracker.finish(exit_code=0, preempted=True)
+        raise SystemExit(0)

@@ -1,0 +1,143 @@
+"""Corpora: the embedded docstring corpus, text files, C4's loader on a local file, and bad input files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glu_study.config import compose
+from glu_study.data import (
+    PretrainData,
+)
+from glu_study.data.corpora import prepare_corpus
+from glu_study.errors import DataError
+from tests.helpers import TINY, run_cli
+
+
+def random_docs(n: int, words_per_doc: int = 150, seed: int = 0) -> list[str]:
+    """Varied synthetic documents (enough distinct substrings for a small SentencePiece vocabulary)."""
+    rng = np.random.default_rng(seed)
+    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 9))) for _ in range(400)]
+    return [f"Document {i}. " + " ".join(rng.choice(words, words_per_doc)) + "." for i in range(n)]
+
+
+def test_embedded_corpus_is_deterministic(session_cache):
+    """Building the corpus twice gives the same bytes (checked on stdlib only; the >= 20 MB default is `slow`)."""
+    cfg = compose([]).data
+    assert "torch" in cfg.packages and cfg.include_stdlib
+    small = compose(TINY).data
+    d1 = prepare_corpus(small)
+    import shutil
+
+    text1 = (d1 / "train.jsonl").read_bytes()
+    shutil.rmtree(d1)
+    assert (prepare_corpus(small) / "train.jsonl").read_bytes() == text1
+
+
+@pytest.mark.slow
+def test_default_embedded_corpus_is_at_least_20mb():
+    d = prepare_corpus(compose([]).data)
+    stats = json.loads((d / "stats.json").read_text())
+    assert stats["train_bytes"] + stats["heldout_bytes"] >= 20e6
+
+
+def test_c4_loader_on_local_file_with_c4_schema(tmp_path):
+    rows = [
+        {"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}
+        for i, text in enumerate(random_docs(60))
+    ]
+    for split, chunk in (("train", rows[:50]), ("validation", rows[50:])):
+        with open(tmp_path / f"c4-{split}.json", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in chunk)
+    cfg = compose(
+        [
+            "data=c4",
+            "data.dataset_path=json",
+            "data.dataset_name=null",
+            "data.vocab_size=200",
+            "data.inputs_length=64",
+            "data.eval_examples=4",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"+data.data_files.train={tmp_path / 'c4-train.json'}",
+            f"+data.data_files.validation={tmp_path / 'c4-validation.json'}",
+        ]
+    ).data
+    data = PretrainData(cfg, log=lambda *a: None)
+    assert data.info.train_examples > 10
+    assert data.train_batch(0, 2, seed=0)["input_ids"].shape == (2, 64)
+    held = Path(data.info.corpus_dir) / "heldout.jsonl"
+    assert sum(1 for _ in open(held)) == 10  # C4's validation split is the held-out set
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "jsonl", "txt"])
+def test_text_files_formats(tmp_path, suffix):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = random_docs(200, words_per_doc=40)
+    if suffix == "parquet":
+        pq.write_table(pa.table({"content": docs}), tmp_path / "a.parquet")
+    elif suffix == "jsonl":
+        (tmp_path / "a.jsonl").write_text("".join(json.dumps({"content": d}) + "\n" for d in docs))
+    else:
+        (tmp_path / "a.txt").write_text("\n\n".join(docs))  # one document per paragraph
+    cfg = compose(
+        [
+            "data=text_files",
+            f"data.paths=[{tmp_path}/*.{suffix}]",
+            "data.text_field=content",
+            "data.vocab_size=150",
+            "data.inputs_length=32",
+            "data.eval_examples=2",
+            "data.heldout_percent=10",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ]
+    ).data
+    data = PretrainData(cfg, log=lambda *a: None)
+    corpus = Path(data.info.corpus_dir)
+    n = sum(1 for _ in open(corpus / "train.jsonl")) + sum(1 for _ in open(corpus / "heldout.jsonl"))
+    assert n == 200 and data.info.train_examples > 0
+
+
+def _text_files_cfg(tmp_path, paths):
+    return compose(["data=text_files", f"data.paths={paths}", f"data.cache_dir={tmp_path / 'cache'}"]).data
+
+
+def test_bad_files(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait, tr\xe8s bien ".encode("latin-1") * 20)
+    (tmp_path / "doc.pdf").write_text("not really")
+    cases = {
+        "missing": ([str(tmp_path / "nope/*.txt")], "no file matches"),
+        "empty": ([str(tmp_path / "empty.txt")], "empty file"),
+        "binary": ([str(tmp_path / "binary.txt")], "binary"),
+        "latin1": ([str(tmp_path / "latin1.txt")], "not UTF-8"),
+        "type": ([str(tmp_path / "doc.pdf")], "unsupported file type"),
+    }
+    for paths, match in cases.values():
+        with pytest.raises(DataError, match=match):
+            prepare_corpus(_text_files_cfg(tmp_path, paths))
+    with pytest.raises(DataError, match="needs data.paths"):
+        prepare_corpus(_text_files_cfg(tmp_path, []))
+    assert not (tmp_path / "cache" / "corpus").exists() or not any((tmp_path / "cache" / "corpus").iterdir())
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (["data.noise_density=1.5"], "noise_density"),
+        (["data.mean_noise_span_length=0"], "mean_noise_span_length"),
+        (["data.inputs_length=2"], "inputs_length"),
+        (["data=text_files", "data.paths=[/nonexistent/corpus/*.txt]"], "no file matches"),
+    ],
+)
+def test_bad_data_cli_exits_nonzero_before_work(tmp_path, override, match):
+    run_dir = tmp_path / "run"
+    r = run_cli("glu_study.train", *override, "logger=disabled", f"hydra.run.dir={run_dir}")
+    assert r.returncode == 2, r.stderr
+    assert match in r.stderr and r.stderr.strip().splitlines()[-1].startswith("error:")
+    assert not run_dir.exists()

@@ -1,0 +1,124 @@
+"""The packed pipeline: batches, the fixed held-out set, the tokenizer with T5's ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glu_study.config import compose
+from glu_study.data import (
+    EOS_ID,
+    LABEL_PAD,
+    PAD_ID,
+    load_hf_tokenizer,
+    random_spans_noise_mask,
+    span_corrupt,
+)
+from glu_study.data.corpora import prepare_corpus
+from glu_study.data.tokenizer import train_tokenizer
+from glu_study.errors import DataError
+from tests.helpers import TINY
+
+
+def test_batches_pad_only_where_t5_pads(tiny_data):
+    batch = tiny_data.train_batch(0, 4, seed=0)
+    x, y = batch["input_ids"].numpy(), batch["labels"].numpy()
+    assert x.shape == (4, 64) and y.shape[0] == 4
+    # full chunks fill both lengths exactly: no padding at all
+    assert (x != PAD_ID).all() and (y != LABEL_PAD).all()
+    assert (x[:, -1] == EOS_ID).all() and (y[:, -1] == EOS_ID).all()
+    # a short (final) chunk is padded at the end only: inputs with 0, labels with -100
+    short = tiny_data._collate(
+        [
+            span_corrupt(
+                np.arange(3, 33),
+                random_spans_noise_mask(30, 0.15, 3.0, np.random.default_rng(0)),
+                tiny_data.vocab_size,
+            )
+        ]
+    )
+    xs, ys = short["input_ids"][0].numpy(), short["labels"][0].numpy()
+    n_in, n_tg = int((xs != PAD_ID).sum()), int((ys != LABEL_PAD).sum())
+    assert (xs[n_in:] == PAD_ID).all() and xs[n_in - 1] == EOS_ID
+    assert (ys[n_tg:] == LABEL_PAD).all() and ys[n_tg - 1] == EOS_ID
+    assert (short["attention_mask"][0].numpy() == (xs != PAD_ID)).all()
+
+
+def test_batches_deterministic_by_position_and_seed(tiny_data):
+    a = tiny_data.train_batch(10, 4, seed=0)
+    b = tiny_data.train_batch(10, 4, seed=0)
+    c = tiny_data.train_batch(10, 4, seed=1)
+    # resuming at example 12 gives what an uninterrupted run saw at positions 12, 13
+    d = tiny_data.train_batch(12, 2, seed=0)
+    assert all((a[k] == b[k]).all() for k in a)
+    assert not (a["input_ids"] == c["input_ids"]).all()
+    assert (a["input_ids"][2:] == d["input_ids"]).all()
+
+
+def test_eval_set_fixed_independent_of_run_seed(tiny_data):
+    first = [b["labels"] for b in tiny_data.eval_batches(8)]
+    again = [b["labels"] for b in tiny_data.eval_batches(5)]
+    assert (np.concatenate(first) == np.concatenate(again)).all()
+    assert sum(len(b) for b in first) == 16
+
+
+def test_heldout_and_train_share_no_paragraph(tiny_data):
+    corpus = Path(tiny_data.info.corpus_dir)
+
+    def paragraphs(split):
+        with open(corpus / f"{split}.jsonl") as f:
+            return {" ".join(json.loads(line)["text"].split()) for line in f}
+
+    train, held = paragraphs("train"), paragraphs("heldout")
+    assert len(train) > 1000 and len(held) > 50
+    assert not train & held
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert 0 < stats["heldout_files"] < stats["files"]
+
+
+def test_tokenizer_t5_ids_roundtrip_and_transformers(tiny_data):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=tiny_data.info.spiece_model)
+    assert (sp.pad_id(), sp.eos_id(), sp.unk_id(), sp.bos_id()) == (0, 1, 2, -1)
+    tok = load_hf_tokenizer(tiny_data.info.spiece_model)
+    assert len(tok) == tiny_data.vocab_size
+    assert tok.convert_tokens_to_ids("<extra_id_0>") == tiny_data.vocab_size - 1
+    assert tok.convert_tokens_to_ids("<extra_id_99>") == tiny_data.vocab_size - 100
+    text = "Return the number of items in a container."
+    ids = tok(text).input_ids
+    assert ids[-1] == EOS_ID
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert sp.decode(sp.encode(text)) == text
+
+
+def test_tokenizer_vocab_too_large_is_a_clear_error(tmp_path):
+    (tmp_path / "a.txt").write_text("\n\n".join(f"short text number {i} here" for i in range(40)))
+    cfg = compose(
+        [
+            "data=text_files",
+            f"data.paths=[{tmp_path}/a.txt]",
+            "data.vocab_size=50000",
+            "data.heldout_percent=30",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ]
+    ).data
+    with pytest.raises(DataError, match="vocab_size"):
+        train_tokenizer(prepare_corpus(cfg), cfg)
+    assert not (tmp_path / "cache" / "tokenizer").exists() or not any(
+        (tmp_path / "cache" / "tokenizer").glob("spm-*")
+    )
+
+
+def test_tokenizer_training_is_deterministic(tmp_path, tiny_data):
+    """Same corpus and settings -> byte-identical spiece.model (SentencePiece's sampling seed is fixed)."""
+    import shutil
+
+    cfg = compose([*TINY, "data.tokenizer_max_sentences=5000"]).data
+    corpus = Path(tiny_data.info.corpus_dir)
+    first = train_tokenizer(corpus, cfg).read_bytes()
+    shutil.rmtree(train_tokenizer(corpus, cfg).parent)
+    assert train_tokenizer(corpus, cfg).read_bytes() == first
