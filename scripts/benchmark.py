@@ -1,9 +1,9 @@
-"""Training throughput of our trainer against the loop users usually copy, side by side in one process.
+"""Training throughput of the study configuration against the loop users usually copy, side by side in one process.
 
-    python scripts/benchmark.py t5_tiny t5_small [--batch-size 32] [--device cpu] [--ours trainer.precision=bf16 ...]
+    python scripts/benchmark.py t5_tiny t5_mini [--experiment table1_cpu] [--ours trainer.precision=fp32 ...]
 
-(a) ours: `glu_study.train.optimizer_step` on `PretrainData` batches, with the trainer settings given by --ours
-    (Hydra overrides; default: bf16 autocast and fused AdamW — the same optimizer family as the baseline);
+(a) study: exactly what `experiment=table1_cpu` composes to (optimizer, schedule, precision, batch, lengths) at
+    the given model size, through the trainer's own `optimizer_step` on `PretrainData` batches; --ours adds overrides;
 (b) baseline: the nanoT5 / HF `run_t5_mlm_flax` recipe — HF T5, a per-batch numpy span-corruption collator,
     AdamW, fp32, `loss.item()` every step — on the same model shape, batch and lengths.
 The two alternate in rounds so drift in the machine's speed hits both. Prints tokens/s, their ratio, achieved
@@ -26,6 +26,7 @@ from glu_study.config import ROOT, compose
 from glu_study.data import EOS_ID, PretrainData
 from glu_study.ffn import check_variant_config
 from glu_study.model import build_model, param_counts, t5_config
+from glu_study.training.loop import setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
 
 # --- the baseline, as users write it (after HF's examples/flax/language-modeling/run_t5_mlm_flax.py) -------
@@ -152,114 +153,116 @@ def machine_description(device) -> str:
     return desc
 
 
-DEFAULT_STEPS = {"t5_tiny": 10, "t5_mini": 6, "t5_small": 3, "t5_base": 2}
+DEFAULT_STEPS = {"t5_tiny": 10, "t5_mini": 5, "t5_small": 3, "t5_base": 2}
 
 
-def bench_model(model_name: str, args, device: torch.device, peak32: float, peak16: float) -> list[str]:
-    inputs_length = args.inputs_length or (512 if device.type == "cuda" else 128)
-    trainer = "gpu" if device.type == "cuda" else "cpu"
-    cfg = compose(
-        [
-            f"model={model_name}",
-            f"ffn={args.ffn}",
-            f"trainer={trainer}",
-            f"data.inputs_length={inputs_length}",
-            f"trainer.batch_size={args.batch_size}",
-            *args.ours,
-        ]
-    )
+def study_config(model_name: str, args):
+    """What the study runs: `experiment=<args.experiment>` at this model size, plus any --ours overrides."""
+    return compose([f"experiment={args.experiment}", f"model={model_name}", f"ffn={args.ffn}", *args.ours])
+
+
+def ours_loop(cfg, data: PretrainData, device, timing: dict):
+    """The study's own training step (glu_study.training.optim.optimizer_step on PretrainData batches);
+    `timing["data"]` collects the seconds spent building batches."""
     t = cfg.trainer
-    data = PretrainData(cfg.data)
-    variant = check_variant_config(cfg.ffn)
-    B, raw = args.batch_size, data.raw_length
-    steps = args.steps or DEFAULT_STEPS[model_name]
-    shapes = param_counts(cfg.model, variant, data.vocab_size, inputs_length, data.targets_length)
-    train_flops_per_example = 3 * (
-        shapes["flops_per_input_token"] * inputs_length
-        + shapes["flops_per_target_token"] * data.targets_length
-    )
-    tokens_per_example = inputs_length + data.targets_length
-
-    # (a) ours
-    model = build_model(cfg.model, variant, data.vocab_size, cfg.seed).to(device)
+    model = build_model(cfg.model, check_variant_config(cfg.ffn), data.vocab_size, cfg.seed).to(device)
     optimizer = make_optimizer(model, t)
     schedule = make_schedule(optimizer, t)
     fwd = torch.compile(model) if t.compile else model
     position = 0
 
-    def ours(n):
+    def run(n):
         nonlocal position
         total = torch.zeros((), device=device)
         for _ in range(n):
-            total += optimizer_step(
-                fwd, model, optimizer, schedule, [data.train_batch(position, B, cfg.seed)], t, device
-            )
-            position += B
+            t0 = time.perf_counter()
+            batch = data.train_batch(position, t.batch_size, cfg.seed)
+            timing["data"] += time.perf_counter() - t0
+            total += optimizer_step(fwd, model, optimizer, schedule, [batch], t, device)
+            position += t.batch_size
         return float(total)  # one sync per round, as the trainer does per log interval
 
-    # (b) baseline: same shape, AdamW, fp32, per-batch numpy collator, loss.item() per step
-    torch.manual_seed(cfg.seed)
-    base_model = T5ForConditionalGeneration(t5_config(cfg.model, variant, data.vocab_size)).to(device)
-    base_opt = torch.optim.AdamW(base_model.parameters(), lr=1e-3)
-    collator = BaselineCollator(data.vocab_size, cfg.data.noise_density, cfg.data.mean_noise_span_length)
-    chunks = data.train_chunks
-    base_pos = 0
+    return run
 
-    def baseline(n):
-        nonlocal base_pos
+
+def baseline_loop(cfg, data: PretrainData, device):
+    """The loop users copy: same model shape, batch and lengths; AdamW fp32, numpy collator, loss.item()."""
+    torch.manual_seed(cfg.seed)
+    model = T5ForConditionalGeneration(t5_config(cfg.model, check_variant_config(cfg.ffn), data.vocab_size))
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    collator = BaselineCollator(data.vocab_size, cfg.data.noise_density, cfg.data.mean_noise_span_length)
+    chunks, size = data.train_chunks, cfg.trainer.batch_size
+    position = 0
+
+    def run(n):
+        nonlocal position
         losses = []
         for _ in range(n):
-            idx = np.arange(base_pos, base_pos + B) % len(chunks)
+            idx = np.arange(position, position + size) % len(chunks)
             batch = {k: v.to(device) for k, v in collator(chunks[idx]).items()}
-            loss = base_model(**batch).loss
+            loss = model(**batch).loss
             loss.backward()
-            base_opt.step()
-            base_opt.zero_grad()
+            optimizer.step()
+            optimizer.zero_grad()
             losses.append(loss.item())
-            base_pos += B
+            position += size
         return losses[-1]
 
-    warm = 6 if t.compile else 2
-    ours(warm)
-    baseline(warm)
-    timings = {"ours": 0.0, "baseline": 0.0}
-    peaks = {"ours": 0, "baseline": 0}
-    for _ in range(args.rounds):
-        for name, fn in (("baseline", baseline), ("ours", ours)):
+    return run
+
+
+def time_rounds(loops: dict, steps: int, rounds: int, device) -> tuple[dict, dict]:
+    """Seconds and peak memory of each loop, the loops interleaved round by round."""
+    seconds, peaks = dict.fromkeys(loops, 0.0), dict.fromkeys(loops, 0)
+    for _ in range(rounds):
+        for name, fn in loops.items():
             with PeakRSS(device) as mem:
                 _sync(device)
                 t0 = time.perf_counter()
                 fn(steps)
                 _sync(device)
-                timings[name] += time.perf_counter() - t0
+                seconds[name] += time.perf_counter() - t0
             peaks[name] = max(peaks[name], mem.peak)
+    return seconds, peaks
+
+
+def bench_model(model_name: str, args, device: torch.device, peak32: float, peak16: float) -> list[str]:
+    cfg = study_config(model_name, args)
+    t = cfg.trainer
+    data = PretrainData(cfg.data)
+    variant = check_variant_config(cfg.ffn)
+    B, inputs_length, steps = t.batch_size, cfg.data.inputs_length, args.steps or DEFAULT_STEPS[model_name]
+    shapes = param_counts(cfg.model, variant, data.vocab_size, inputs_length, data.targets_length)
+    train_flops_per_example = 3 * (
+        shapes["flops_per_input_token"] * inputs_length
+        + shapes["flops_per_target_token"] * data.targets_length
+    )
+    timing = {"data": 0.0}
+    loops = {"baseline": baseline_loop(cfg, data, device), "study": ours_loop(cfg, data, device, timing)}
+    for fn in loops.values():
+        fn(6 if t.compile else 2)  # warm-up (and compilation)
+    timing["data"] = 0.0
+    seconds, peaks = time_rounds(loops, steps, args.rounds, device)
 
     n_examples = args.rounds * steps * B
     rows = []
-    for name in ("baseline", "ours"):
-        ex_s = n_examples / timings[name]
+    for name in loops:
+        ex_s = n_examples / seconds[name]
         gflops = ex_s * train_flops_per_example / 1e9
-        rows.append(
-            (
-                name,
-                ex_s * tokens_per_example,
-                gflops,
-                100 * gflops / peak32,
-                100 * gflops / peak16,
-                peaks[name] / 2**20,
-            )
-        )
+        tok_s = ex_s * (inputs_length + data.targets_length)
+        rows.append((name, tok_s, gflops, 100 * gflops / peak32, 100 * gflops / peak16, peaks[name] / 2**20))
     ratio = rows[1][1] / rows[0][1]
     return [
         f"## {model_name}",
         "",
-        f"- model: {model_name} / {variant.name}, {shapes['params']:,} parameters, batch {B}, "
-        f"{inputs_length} input + {data.targets_length} target tokens ({raw} raw); "
-        f"{train_flops_per_example / 1e9:.3f} training GFLOP per example (3 x forward); "
-        f"{args.rounds} rounds x {steps} timed steps per loop",
-        f"- ours: {t.optimizer}, {t.precision}, compile={t.compile}, fused optimizer where offered, "
-        "one host sync per log interval; baseline: HF T5, per-batch numpy collator, AdamW, fp32, "
-        "loss.item() every step",
+        f"- study configuration: `experiment={args.experiment} model={model_name} ffn={args.ffn}"
+        + "".join(f" {o}" for o in args.ours)
+        + f"`: {t.optimizer}, {t.schedule} schedule, {t.precision}, compile={t.compile}, batch {B}, "
+        f"{inputs_length} input + {data.targets_length} target tokens ({data.raw_length} raw)",
+        f"- model: {shapes['params']:,} parameters; {train_flops_per_example / 1e9:.3f} training GFLOP per example "
+        f"(3 x forward); {args.rounds} rounds x {steps} timed steps per loop, interleaved",
+        "- baseline: HF T5 of the same shape, per-batch numpy span collator, AdamW, fp32, loss.item() every step",
         "",
         "| loop | tokens/s | GFLOP/s | % fp32 peak | % bf16 peak | peak memory (MiB) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -268,7 +271,9 @@ def bench_model(model_name: str, args, device: torch.device, peak32: float, peak
             for n, tok, g, p32, p16, mem in rows
         ],
         "",
-        f"Speed-up of ours over the baseline on {model_name}: **{ratio:.2f}x**.",
+        f"Speed-up of the study configuration over the baseline on {model_name}: **{ratio:.2f}x**. "
+        f"The data pipeline (span corruption + collation of each batch) takes "
+        f"**{100 * timing['data'] / seconds['study']:.1f}%** of the study's step time.",
         "",
     ]
 
@@ -276,31 +281,26 @@ def bench_model(model_name: str, args, device: torch.device, peak32: float, peak
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", choices=sorted(DEFAULT_STEPS))
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--inputs-length", type=int, default=None, help="default: 128 on CPU, 512 on CUDA")
+    p.add_argument("--experiment", default="table1_cpu", help="the study preset whose configuration is timed")
     p.add_argument(
         "--steps", type=int, default=None, help="timed steps per round for each loop (default by size)"
     )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--ffn", default="relu")
-    p.add_argument(
-        "--ours",
-        nargs="*",
-        default=["trainer.precision=bf16", "trainer.optimizer=adamw"],
-        help="Hydra overrides for our trainer",
-    )
+    p.add_argument("--ours", nargs="*", default=[], help="extra Hydra overrides for the study configuration")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf.md")
     args = p.parse_args()
 
     device = torch.device(args.device)
+    setup_device(compose([f"experiment={args.experiment}", *args.ours]).trainer)
     peak32 = matmul_peak(torch.float32, device)
     peak16 = matmul_peak(torch.bfloat16, device)
+    command = " ".join([*args.models, *(["--ours", *args.ours] if args.ours else [])])
     lines = [
-        "# Training throughput: our trainer vs the usual plain loop",
+        "# Training throughput: the study configuration vs the usual plain loop",
         "",
-        f"Generated by `python scripts/benchmark.py {' '.join(args.models)} --batch-size {args.batch_size} "
-        f"--rounds {args.rounds} --device {device.type} --ours {' '.join(args.ours)}`.",
+        f"Generated by `python scripts/benchmark.py {command}` (--rounds {args.rounds}, device {device.type}).",
         "",
         f"- machine: {machine_description(device)}",
         f"- measured matmul peak (best of 2048^2 / 8192^2 square matmuls): fp32 {peak32:,.0f} GFLOP/s, "
@@ -310,9 +310,9 @@ def main() -> None:
     for model_name in args.models:
         lines += bench_model(model_name, args, device, peak32, peak16)
     lines += [
-        "Peak memory is the process's resident set sampled during each loop on CPU (both models live in the one "
-        "process, so it includes the other loop's weights), and allocated device memory on CUDA. "
-        "% fp32 peak can exceed 100% when ours runs in bf16.",
+        "Both loops run in one process, so process-wide settings (threads, the allocator) apply to both. Peak memory "
+        "is the process's resident set sampled during each loop on CPU (it includes the other loop's weights), and "
+        "allocated device memory on CUDA. % fp32 peak can exceed 100% when a loop runs in bf16.",
     ]
     if device.type != "cuda":
         lines += [

@@ -8,6 +8,7 @@ a checkpoint -> on SIGTERM (pre-emption) a checkpoint and exit 0, so that the sa
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
 import signal
@@ -40,7 +41,26 @@ def setup_device(settings, info: DistInfo = SINGLE_PROCESS) -> torch.device:
         return torch.device("cuda", info.local_rank)
     if settings.num_threads > 0:
         torch.set_num_threads(settings.num_threads)
+    keep_freed_memory()
     return torch.device("cpu")
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks of up to 32 MiB for reuse instead of returning them to the kernel.
+
+    Every CPU training step allocates and frees the same large tensors (the loss's batch x targets x vocab logits:
+    ~30 MB in the CPU study). With glibc's defaults each comes from freshly mapped pages, so every step pays
+    ~16,000 page faults (measured on our 2-core machines: 27 ms of system time per 250 ms step; with this, 520
+    faults and 2 ms). PyTorch's CPU performance guide reaches the same end with jemalloc or tcmalloc; this is the
+    glibc-only way, from inside the process. A no-op where libc is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameters (malloc.h)
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum: larger blocks are always mapped
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
 def seed_everything(seed: int) -> None:
