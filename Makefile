@@ -30,9 +30,14 @@ lint: install
 	$(VENV)/bin/ruff check glu_study tests scripts
 	$(VENV)/bin/ruff format --check glu_study tests scripts
 
-# Regenerate reports/table1_cpu from the raw run records committed beside it (byte-for-byte).
+# Regenerate every committed study from the raw run records committed beside it (byte for byte), and its README
+# section.
+STUDIES := table1_cpu_lr table1_cpu
 report: install
-	$(PY) -m glu_study.report reports/table1_cpu/runs --out reports/table1_cpu --readme README.md
+	@for s in $(STUDIES); do \
+	  if [ -d reports/$$s/runs ]; then $(PY) -m glu_study.report reports/$$s/runs --out reports/$$s --readme README.md || exit 1; \
+	  else echo "reports/$$s: no committed records"; fi; \
+	done
 
 # The activation gallery and the quick MLP comparison (reports/figures, reports/mlp).
 figures: install

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from glu_study.config import ROOT
+from glu_study.reporting.lr_check import is_lr_check, write_lr_check
 from glu_study.reporting.records import (
     copy_raw_records,
     find_run_dirs,
@@ -35,7 +36,7 @@ def update_readme(readme: Path, experiment: str, table_md: str) -> None:
     text = readme.read_text()
     if begin not in text or end not in text:
         raise KeyError(f"{readme} has no {begin} ... {end} markers")
-    body = table_md.split("\n", 2)[2]  # drop the "# Table 1 reproduction" heading
+    body = table_md.split("\n", 2)[2]  # drop the report's "# ..." heading
     head, rest = text.split(begin, 1)
     readme.write_text(f"{head}{begin}\n{body.rstrip()}\n{end}{rest.split(end, 1)[1]}")
 
@@ -74,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or ROOT / "reports" / experiment
     if run_dirs:
         copy_raw_records(run_dirs, out_dir / "runs")
-    stats = write_table1(records, out_dir, experiment)
-    table_md = (out_dir / "table1.md").read_text()
+    if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1
+        table_md = write_lr_check(records, out_dir, experiment)
+        written = "lr_check.md, lr_check.png"
+    else:
+        stats = write_table1(records, out_dir, experiment)
+        table_md = (out_dir / "table1.md").read_text()
+        written = f"table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)"
     if args.readme:
         try:
             update_readme(args.readme, experiment, table_md)
@@ -83,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     print(table_md)
-    print(
-        f"wrote {out_dir}/table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)"
-    )
+    print(f"wrote {out_dir}/{written}")
     if finetunes:  # Tables 2-4 whenever fine-tune records exist
         print(write_finetune_report(finetunes, out_dir, experiment))
         print(f"wrote {out_dir}/table2.md, finetune.csv ({len(finetunes)} fine-tunes)")

@@ -161,6 +161,7 @@ def derived_figures(cfg, variant: Variant, data: PretrainData, model) -> dict:
         "raw_length": data.raw_length,
         "targets_length": data.targets_length,
         "train_tokens": data.info.train_tokens,
+        "unigram_floor": data.unigram_floor(),
     }
 
 
@@ -180,6 +181,7 @@ def run_summary(
         "tokens_seen": state["data_position"] * tokens_per_example,
         "eval/log_perplexity": state.get("last_eval"),
         "eval/best_log_perplexity": state["best_eval"],
+        "eval/unigram_floor": derived["unigram_floor"],
         "train/tokens_per_s": state.get("tokens_per_s"),
         "wall_s": round(state["wall_s"], 3),
         "world_size": info.world_size,

@@ -11,6 +11,7 @@ import torch
 
 from glu_study.data.corpora import prepare_corpus
 from glu_study.data.spans import (
+    EOS_ID,
     LABEL_PAD,
     PAD_ID,
     compute_input_and_target_lengths,
@@ -20,6 +21,13 @@ from glu_study.data.spans import (
 )
 from glu_study.data.tokenizer import tokenize_split, train_tokenizer
 from glu_study.errors import DataError
+
+
+def spread_chunks(stream: np.ndarray, raw_length: int, n: int) -> np.ndarray:
+    """`n` complete `raw_length` chunks of `stream`, evenly spaced from its first chunk to its last."""
+    total = len(stream) // raw_length
+    chunks = stream[: total * raw_length].reshape(total, raw_length)
+    return chunks[np.linspace(0, total - 1, n).round().astype(np.int64)]
 
 
 @dataclass
@@ -40,7 +48,7 @@ class PretrainData:
     Example k of training is chunk perm_e[k mod N] of epoch e = k // N, where perm_e is a permutation drawn
     from (seed, e), and its noise mask is drawn from (seed, e, chunk). A run's position is therefore a
     single integer (the number of examples consumed) and resuming from it replays the same batches.
-    The held-out set is the first `eval_examples` chunks of the held-out stream with masks from
+    The held-out set is `eval_examples` chunks spread evenly over the whole held-out stream, with masks from
     `eval_seed`: identical for every run of an experiment, whatever its `seed`.
     """
 
@@ -71,9 +79,7 @@ class PretrainData:
             )
         # The incomplete tail chunk is dropped, so every example has exactly inputs_length / targets_length.
         self.train_chunks = train[: n_train * self.raw_length].reshape(n_train, self.raw_length)
-        self.eval_chunks = held[: cfg.eval_examples * self.raw_length].reshape(
-            cfg.eval_examples, self.raw_length
-        )
+        self.eval_chunks = spread_chunks(held, self.raw_length, cfg.eval_examples)
         self.info = DataInfo(
             vocab_size=self.vocab_size,
             raw_length=self.raw_length,
@@ -122,17 +128,38 @@ class PretrainData:
         chunk = int(self._permutation(seed, epoch)[within])
         return self._example(self.train_chunks[chunk], np.random.default_rng([seed, epoch, chunk]))
 
+    def unigram_floor(self) -> float:
+        """The held-out figure of a model that knows only the training split's token frequencies.
+
+        Each corrupted-text target token costs -log p(token) under the training split's unigram distribution
+        (add-one smoothed); sentinels and EOS, whose positions follow from the inputs, cost nothing. The mean is
+        over every target token, as `eval/log_perplexity` is, so a model that has not beaten this figure has not
+        yet learned more than token frequencies.
+        """
+        counts = np.bincount(self.train_chunks.ravel(), minlength=self.vocab_size).astype(np.float64) + 1.0
+        nll = -np.log(counts / counts.sum())
+        text_ids = self.vocab_size - self.cfg.extra_ids  # sentinels are the top extra_ids ids
+        total, count = 0.0, 0
+        for _, labels in self.eval_pairs():
+            text = labels[(labels < text_ids) & (labels != EOS_ID)]
+            total += float(nll[text].sum())
+            count += len(labels)
+        return total / count
+
     def train_batch(self, start: int, size: int, seed: int) -> dict[str, torch.Tensor]:
         """Examples start .. start+size-1 of the run's example sequence."""
         return self._collate([self.train_example(k, seed) for k in range(start, start + size)])
 
-    def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        if (
-            self._eval_pairs is None
-        ):  # the held-out set never changes: corrupt it once, not at every evaluation
+    def eval_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The held-out (inputs, targets) pairs; the set never changes, so it is corrupted once per run."""
+        if self._eval_pairs is None:
             self._eval_pairs = [
                 self._example(chunk, np.random.default_rng([self.cfg.eval_seed, i]))
                 for i, chunk in enumerate(self.eval_chunks)
             ]
-        for i in range(0, len(self._eval_pairs), batch_size):
-            yield self._collate(self._eval_pairs[i : i + batch_size])
+        return self._eval_pairs
+
+    def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        pairs = self.eval_pairs()
+        for i in range(0, len(pairs), batch_size):
+            yield self._collate(pairs[i : i + batch_size])

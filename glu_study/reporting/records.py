@@ -32,9 +32,18 @@ class RunRecord:
     tokens_per_s: float | None
     wall_s: float | None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, eval/log_perplexity)
+    unigram_floor: float | None = None  # the held-out set's unigram floor (recorded since the 2026-11 study)
+    plateau: float | None = None  # the learning-rate plateau: trainer.lr / sqrt(trainer.warmup_steps)
 
 
-def run_record(summary, *, name, ffn, seed, model, group, final, curve) -> RunRecord:
+def plateau_of(trainer) -> float | None:
+    """The rsqrt schedule's plateau, lr x rsqrt(warmup_steps): 0.01 for the paper's recipe."""
+    if trainer is None or trainer.get("schedule", "rsqrt") != "rsqrt":
+        return None
+    return float(trainer["lr"]) / max(int(trainer["warmup_steps"]), 1) ** 0.5
+
+
+def run_record(summary, *, name, ffn, seed, model, group, final, curve, trainer=None) -> RunRecord:
     """The record from a run's summary (summary.json or W&B's run.summary) and what is stored elsewhere."""
     return RunRecord(
         name=name,
@@ -51,6 +60,8 @@ def run_record(summary, *, name, ffn, seed, model, group, final, curve) -> RunRe
         tokens_per_s=summary.get("train/tokens_per_s"),
         wall_s=summary.get("wall_s"),
         curve=curve,
+        unigram_floor=summary.get("eval/unigram_floor"),
+        plateau=plateau_of(trainer),
     )
 
 
@@ -73,6 +84,7 @@ def read_run_dir(run_dir: Path) -> RunRecord:
         group=group,
         final=s[METRIC],
         curve=curve,
+        trainer=cfg.trainer if cfg is not None else None,
     )
 
 
@@ -113,6 +125,7 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
                 group=run.group,
                 final=final,
                 curve=curve,
+                trainer=c.get("trainer"),
             )
         )
     return out

@@ -20,6 +20,13 @@ from glu_study.paper import SOURCE, TABLE1
 from glu_study.reporting.figures import plot_curves, plot_ranking
 from glu_study.reporting.records import METRIC, RunRecord
 
+# The paper's claim, "GLU variants improve the Transformer", is tested on the four gated variants with a
+# non-trivial or identity gate that the paper recommends; GLU (sigmoid), GELU and Swish get CIs and plain p-values.
+PRIMARY = ("bilinear", "geglu", "swiglu", "reglu")
+ALPHA = 0.05
+REGIME_MARGIN = 0.3  # nats under the unigram floor the baseline must reach for the study to say anything
+EQUIVALENCE = 0.02  # the paper: GELU and Swish within about this of FFN_ReLU
+
 
 @dataclass
 class VariantStats:
@@ -28,50 +35,98 @@ class VariantStats:
     params: int
     mean: float
     std: float
-    delta: float | None = None  # mean - relu mean
-    delta_se: float | None = None  # unpaired: sqrt(s1^2/n1 + s2^2/n2)
-    p_welch: float | None = None
-    paired_delta: float | None = None  # mean over seeds of (variant - relu) with the same seed
-    paired_se: float | None = None
-    paired_n: int = 0
     rank: int = 0
+    # against FFN_ReLU, unpaired (Welch)
+    delta: float | None = None  # mean - relu mean
+    delta_se: float | None = None  # sqrt(s1^2/n1 + s2^2/n2)
+    p_welch: float | None = None  # two-sided
+    # against FFN_ReLU, paired by seed (same batches, masks and initialisation seed)
+    paired_n: int = 0
+    paired_delta: float | None = None  # mean over seeds of (variant - relu)
+    paired_sd: float | None = None
+    ci_low: float | None = None  # 95% CI of the paired mean, t distribution with n-1 df
+    ci_high: float | None = None
+    p_paired: float | None = None  # one-sided paired t-test, H1: the variant is lower
+    p_holm: float | None = None  # Holm-adjusted over PRIMARY (None for the others)
+
+
+def by_variant(records: list[RunRecord]) -> dict[str, dict[int, RunRecord]]:
+    out: dict[str, dict[int, RunRecord]] = {}
+    for r in records:
+        out.setdefault(r.ffn, {})[r.seed] = r
+    return {v: out[v] for v in sorted(out, key=paper_order)}
 
 
 def compute_stats(records: list[RunRecord], baseline: str = "relu") -> dict[str, VariantStats]:
-    from scipy import stats as st
-
-    by_ffn: dict[str, dict[int, RunRecord]] = {}
-    for r in records:
-        by_ffn.setdefault(r.ffn, {})[r.seed] = r
-    order = sorted(by_ffn, key=paper_order)
-    out: dict[str, VariantStats] = {}
-    for v in order:
-        vals = np.array([by_ffn[v][s].final for s in sorted(by_ffn[v])])
-        out[v] = VariantStats(
-            ffn=v,
-            n=len(vals),
-            params=by_ffn[v][min(by_ffn[v])].params,
-            mean=float(vals.mean()),
-            std=float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-        )
-    if baseline in by_ffn:
-        base = np.array([by_ffn[baseline][s].final for s in sorted(by_ffn[baseline])])
-        for v, s in out.items():
-            if v == baseline:
-                continue
-            vals = np.array([by_ffn[v][k].final for k in sorted(by_ffn[v])])
-            s.delta = s.mean - out[baseline].mean
-            if len(vals) > 1 and len(base) > 1:
-                s.delta_se = float(math.sqrt(vals.var(ddof=1) / len(vals) + base.var(ddof=1) / len(base)))
-                s.p_welch = float(st.ttest_ind(vals, base, equal_var=False).pvalue)
-            common = sorted(set(by_ffn[v]) & set(by_ffn[baseline]))
-            if common:
-                diffs = np.array([by_ffn[v][k].final - by_ffn[baseline][k].final for k in common])
-                s.paired_delta, s.paired_n = float(diffs.mean()), len(diffs)
-                s.paired_se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+    runs = by_variant(records)
+    out = {}
+    for v, seeds in runs.items():
+        vals = np.array([seeds[s].final for s in sorted(seeds)])
+        std = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        out[v] = VariantStats(v, len(vals), seeds[min(seeds)].params, float(vals.mean()), std)
     for rank, v in enumerate(sorted(out, key=lambda k: out[k].mean), start=1):
         out[v].rank = rank
+    if baseline in runs:
+        for v in out:
+            if v != baseline:
+                compare(out[v], runs[v], runs[baseline])
+        holm([out[v] for v in PRIMARY if v in out and out[v].p_paired is not None])
     return out
+
+
+def compare(s: VariantStats, runs: dict[int, RunRecord], base: dict[int, RunRecord]) -> None:
+    """Fill in `s`'s figures against the baseline: Welch on all runs, paired t on the seeds both have."""
+    from scipy import stats as st
+
+    vals, ref = np.array([r.final for r in runs.values()]), np.array([r.final for r in base.values()])
+    s.delta = float(vals.mean() - ref.mean())
+    if len(vals) > 1 and len(ref) > 1:
+        s.delta_se = float(math.sqrt(vals.var(ddof=1) / len(vals) + ref.var(ddof=1) / len(ref)))
+        s.p_welch = float(st.ttest_ind(vals, ref, equal_var=False).pvalue)
+    common = sorted(set(runs) & set(base))
+    diffs = np.array([runs[k].final - base[k].final for k in common])
+    s.paired_n = len(diffs)
+    if len(diffs) == 0:
+        return
+    s.paired_delta = float(diffs.mean())
+    if len(diffs) > 1:
+        s.paired_sd = float(diffs.std(ddof=1))
+        half = st.t.ppf(0.975, len(diffs) - 1) * s.paired_sd / math.sqrt(len(diffs))
+        s.ci_low, s.ci_high = s.paired_delta - half, s.paired_delta + half
+        variant, reference = [runs[k].final for k in common], [base[k].final for k in common]
+        s.p_paired = float(st.ttest_rel(variant, reference, alternative="less").pvalue)
+
+
+def holm(family: list[VariantStats]) -> None:
+    """Holm's step-down correction over a family of one-sided paired tests (statsmodels' multipletests)."""
+    if not family:
+        return
+    from statsmodels.stats.multitest import multipletests
+
+    adjusted = multipletests([s.p_paired for s in family], alpha=ALPHA, method="holm")[1]
+    for s, p in zip(family, adjusted, strict=True):
+        s.p_holm = float(p)
+
+
+def seeds_needed(sd: float, gap: float, alpha: float, power: float = 0.8) -> int:
+    """Seeds a one-sided paired t-test needs to detect `gap` at `alpha` with `power`, given the per-seed sd."""
+    from statsmodels.stats.power import TTestPower
+
+    return math.ceil(
+        TTestPower().solve_power(effect_size=gap / sd, alpha=alpha, power=power, alternative="larger")
+    )
+
+
+def paired_spread(stats: dict[str, VariantStats]) -> float | None:
+    """The pooled sd of per-seed differences from FFN_ReLU over every comparison (what seeds must average out)."""
+    sds = [s.paired_sd for s in stats.values() if s.paired_sd is not None]
+    return float(math.sqrt(np.mean(np.square(sds)))) if sds else None
+
+
+def unigram_floor(records: list[RunRecord]) -> float | None:
+    """The held-out set's unigram floor, if the runs recorded it (one set per study, so one value)."""
+    floors = {round(r.unigram_floor, 6) for r in records if r.unigram_floor is not None}
+    return floors.pop() if len(floors) == 1 else None
 
 
 def paper_ranks(variants: list[str]) -> dict[str, int]:
@@ -95,53 +150,123 @@ def _f(x, fmt=".4f", sign=False) -> str:
     return f"{x:+{fmt}}" if sign else f"{x:{fmt}}"
 
 
-def verdict(stats: dict[str, VariantStats], tau: float, tau_p: float, alpha: float = 0.05) -> list[str]:
+def _name(v: str) -> str:
+    return get_variant(v).paper_name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reading: every sentence generated from the numbers above
+# ---------------------------------------------------------------------------------------------------------
+
+
+def regime_line(records: list[RunRecord], floor: float | None) -> str:
+    if floor is None:
+        return (
+            "- Regime: these runs did not record the unigram floor of their held-out set, so whether the models "
+            "learned more than token frequencies is not shown here."
+        )
+    base = [r.final for r in records if r.ffn == "relu"]
+    if not base:
+        return f"- Regime: unigram floor of the held-out set {floor:.4f}; no FFN_ReLU runs."
+    margin = floor - max(base)
+    ok = margin >= REGIME_MARGIN
+    return (
+        f"- Regime: a model that knows only the training split's token frequencies scores {floor:.4f} on this "
+        f"held-out set (the unigram floor). FFN_ReLU ends at {min(base):.4f}–{max(base):.4f}, at least "
+        f"{margin:.3f} nats under it: "
+        + (
+            f"**the models learn more than token frequencies** (every seed >= {REGIME_MARGIN} under the floor)."
+            if ok
+            else f"**not clearly past token frequencies** (needs >= {REGIME_MARGIN} under the floor for every "
+            "seed); the comparison below says little about FFN variants."
+        )
+    )
+
+
+def claim_line(stats: dict[str, VariantStats]) -> str | None:
+    primary = [v for v in PRIMARY if v in stats and stats[v].p_holm is not None]
+    if not primary:
+        return None
+    lower = [v for v in primary if stats[v].paired_delta < 0]
+    signif = [v for v in primary if stats[v].p_holm < ALPHA]
+    parts = ", ".join(
+        f"{_name(v)} {_f(stats[v].paired_delta, '.4f', True)} (Holm p {_f(stats[v].p_holm, '.2g')})"
+        for v in primary
+    )
+    verdict = (
+        "**Holds.**"
+        if len(signif) == len(primary)
+        else "**Holds in direction only.**"
+        if len(lower) == len(primary)
+        else "**Does not hold here.**"
+    )
+    return (
+        f"- Paper: the GLU variants beat FFN_ReLU. Here, paired by seed, {len(lower)} of {len(primary)} primary "
+        f"comparisons are lower than FFN_ReLU and {len(signif)} significantly after Holm's correction "
+        f"(one-sided paired t-test, alpha {ALPHA}): {parts}. {verdict}"
+    )
+
+
+def best_two_line(stats: dict[str, VariantStats]) -> str | None:
+    if not {"geglu", "swiglu"} <= set(stats):
+        return None
+    top2 = sorted(stats, key=lambda v: stats[v].mean)[:2]
+    hit = {"geglu", "swiglu"} & set(top2)
+    verdict = "**Holds.**" if len(hit) == 2 else "**Partly holds.**" if hit else "**Does not hold here.**"
+    return (
+        f"- Paper: GEGLU and SwiGLU are the best two. Our best two: {', '.join(map(_name, top2))}. {verdict}"
+    )
+
+
+def nongated_line(stats: dict[str, VariantStats]) -> str | None:
+    parts = []
+    for v in ("gelu", "swish"):
+        s = stats.get(v)
+        if s is None or s.ci_low is None:
+            continue
+        inside = -EQUIVALENCE <= s.ci_low and s.ci_high <= EQUIVALENCE
+        parts.append(
+            f"{_name(v)} {_f(s.paired_delta, '.4f', True)} [{_f(s.ci_low, '.4f', True)}, {_f(s.ci_high, '.4f', True)}]"
+            + (" (within)" if inside else " (not shown to be within)")
+        )
+    if not parts:
+        return None
+    return (
+        f"- Paper: the non-gated GELU and Swish are within about {EQUIVALENCE} of FFN_ReLU. Here, paired Δ with "
+        f"its 95% CI: {'; '.join(parts)}."
+    )
+
+
+def power_line(stats: dict[str, VariantStats], n: int) -> str | None:
+    sd = paired_spread(stats)
+    if sd is None or n < 2:
+        return None
+    from scipy import stats as st
+
+    level = ALPHA / len(PRIMARY)  # Holm's first step: the smallest p of the family must beat alpha / 4
+    t_needed = st.t.ppf(1 - level, n - 1)
+    return (
+        f"- What {n} seeds can resolve: with {n - 1} degrees of freedom the smallest primary p-value needs "
+        f"t > {t_needed:.2f} (one-sided, alpha {ALPHA}/{len(PRIMARY)}), i.e. a mean gap of "
+        f"{t_needed * sd / math.sqrt(n):.3f} nats at the measured spread of per-seed differences (sd {sd:.4f}). "
+        f"At that spread, 80% power needs {seeds_needed(sd, 0.05, level)} seeds for a 0.05-nat gap and "
+        f"{seeds_needed(sd, 0.01, level)} for a 0.01-nat gap."
+    )
+
+
+def verdict(records: list[RunRecord], stats: dict[str, VariantStats], tau: float, tau_p: float) -> list[str]:
     """Plain-language reading, generated from the numbers (nothing here is typed by hand)."""
-    lines = []
-    gated = [v for v in stats if v in TABLE1 and get_variant(v).is_gated_act]
-    if "relu" in stats and gated:
-        better = [v for v in gated if stats[v].delta is not None and stats[v].delta < 0]
-        signif = [v for v in better if stats[v].p_welch is not None and stats[v].p_welch < alpha]
-        lines.append(
-            f"- Paper: every GLU variant beats FFN_ReLU. Here {len(better)} of {len(gated)} gated variants have a "
-            f"lower mean than FFN_ReLU ({', '.join(better) or 'none'}), {len(signif)} of them significantly "
-            f"(Welch p < {alpha}: {', '.join(signif) or 'none'})."
-            + (
-                " **Holds.**"
-                if len(signif) == len(gated)
-                else " **Holds in direction only.**"
-                if len(better) == len(gated)
-                else " **Does not hold here.**"
-            )
-        )
-    paper_best = {"geglu", "swiglu"}
-    if paper_best <= set(stats):
-        ours_top2 = sorted(stats, key=lambda v: stats[v].mean)[:2]
-        hit = paper_best & set(ours_top2)
-        lines.append(
-            f"- Paper: GEGLU and SwiGLU are the best two. Our best two: {', '.join(ours_top2)}."
-            + (
-                " **Holds.**"
-                if len(hit) == 2
-                else " **Partly holds.**"
-                if hit
-                else " **Does not hold here.**"
-            )
-        )
-    nongated = [v for v in ("gelu", "swish") if v in stats and stats[v].delta is not None]
-    if nongated:
-        parts = [f"{v} {_f(stats[v].delta, '.4f', True)} (p {_f(stats[v].p_welch, '.2g')})" for v in nongated]
-        lines.append(
-            "- Paper: the non-gated GELU and Swish are within about 0.015 of FFN_ReLU at 65k steps. Here: "
-            + "; ".join(parts)
-            + "."
-        )
+    n = min((s.paired_n for s in stats.values() if s.paired_n), default=0)
+    lines = [regime_line(records, unigram_floor(records))]
+    lines += [x for x in (claim_line(stats), best_two_line(stats), nongated_line(stats)) if x]
     if not math.isnan(tau):
         strength = "strong" if tau >= 0.6 else "moderate" if tau >= 0.3 else "weak" if tau > 0 else "no"
         lines.append(
             f"- Ranking agreement with the paper's 65k-step column: Kendall τ = {tau:.3f} (p {tau_p:.2g}), "
             f"{strength} agreement."
         )
+    if line := power_line(stats, n):
+        lines.append(line)
     return lines
 
 
@@ -151,40 +276,55 @@ def table1_markdown(records: list[RunRecord], stats: dict[str, VariantStats], ti
     steps = sorted({r.steps for r in records})
     models = sorted({r.model for r in records})
     seeds = sorted({r.seed for r in records})
+    plateaus = sorted({r.plateau for r in records if r.plateau is not None})
+    floor = unigram_floor(records)
     out = io.StringIO()
     w = out.write
     w(f"# Table 1 reproduction: {title}\n\n")
     w(
         f"Held-out log-perplexity (mean cross-entropy in nats per target token on span filling) after "
-        f"{', '.join(map(str, steps))} steps, model {', '.join(models)}, seeds {', '.join(map(str, seeds))}; "
-        f"{len(records)} runs. Paper: {SOURCE}, T5-base on C4 (its absolute values are not comparable with ours; "
-        "the ranking and the signs of the differences are).\n\n"
+        f"{', '.join(map(str, steps))} steps, model {', '.join(models)}, seeds {', '.join(map(str, seeds))}"
+        + (f", learning-rate plateau {', '.join(f'{p:g}' for p in plateaus)}" if plateaus else "")
+        + f"; {len(records)} runs. Paper: {SOURCE}, T5-base on C4 (its absolute values are not comparable with "
+        "ours; the ranking and the signs of the differences are).\n\n"
     )
     w(
-        "| variant | params | ours: mean ± std (n) | Δ vs ReLU ± SE | Welch p | paired Δ ± SE | "
-        "paper 65k (± std) | paper 524k | our rank | paper rank |\n"
+        "| variant | params | ours: mean ± std (n) | paired Δ vs ReLU [95% CI] | p (paired, one-sided) | "
+        "Holm p | Welch Δ ± SE (p) | paper 65k (± std) | paper 524k | our rank | paper rank |\n"
     )
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     for v, s in stats.items():
         paper = TABLE1.get(v)
+        ci = f"[{_f(s.ci_low, '.4f', True)}, {_f(s.ci_high, '.4f', True)}]" if s.ci_low is not None else ""
         w(
-            f"| {get_variant(v).paper_name} | {s.params:,} | {_f(s.mean)} ± {_f(s.std)} ({s.n}) | "
-            f"{_f(s.delta, '.4f', True)} ± {_f(s.delta_se)} | {_f(s.p_welch, '.3g')} | "
-            f"{_f(s.paired_delta, '.4f', True)} ± {_f(s.paired_se)} | "
+            f"| {_name(v)} | {s.params:,} | {_f(s.mean)} ± {_f(s.std)} ({s.n}) | "
+            f"{_f(s.paired_delta, '.4f', True)} {ci} | {_f(s.p_paired, '.3g')} | {_f(s.p_holm, '.3g')} | "
+            f"{_f(s.delta, '.4f', True)} ± {_f(s.delta_se)} ({_f(s.p_welch, '.3g')}) | "
             f"{f'{paper[0]:.3f} ± {paper[1]:.3f}' if paper else '–'} | {f'{paper[2]:.3f}' if paper else '–'} | "
             f"{s.rank} | {pranks.get(v, '–')} |\n"
         )
+    if floor is not None:
+        w(f"| *unigram floor* | – | {floor:.4f} | | | | | | | | |\n")
     w(
         f"\nKendall τ between our ranking and the paper's 65k-step ranking ({n_tau} variants): "
         f"{_f(tau, '.3f')} (p = {_f(tau_p, '.3g')}).\n\n"
     )
     w(
-        "Δ vs ReLU is unpaired (difference of means, SE from both sample variances, Welch's t-test); paired Δ is the "
-        "mean over seeds of (variant − ReLU) for runs that shared a seed, hence the same batches and masks and the "
-        "same initialisation seed.\n\n"
+        "Paired Δ is the mean over seeds of (variant − FFN_ReLU) for runs that shared a seed, hence the same batches, "
+        "masks and initialisation seed; its 95% CI uses the t distribution with n − 1 degrees of freedom, and p is "
+        "a one-sided paired t-test (H1: the variant is lower). Holm p corrects the four primary comparisons "
+        f"({', '.join(map(_name, PRIMARY))}) for multiple testing; the other rows are uncorrected. Welch Δ is the "
+        "unpaired difference of means with its SE and two-sided Welch p."
+        + (
+            " The unigram floor is the figure of a model that knows only the training split's token frequencies "
+            "(sentinels and EOS free)."
+            if floor is not None
+            else ""
+        )
+        + "\n\n"
     )
     w("## Reading\n\n")
-    w("\n".join(verdict(stats, tau, tau_p)) + "\n")
+    w("\n".join(verdict(records, stats, tau, tau_p)) + "\n")
     return out.getvalue()
 
 

@@ -1,4 +1,5 @@
-"""Issue 5: a tiny 2-variant x 2-seed sweep, the report on it, and the table's numbers recomputed by hand."""
+"""A tiny 3-variant x 3-seed sweep, the report on it, and the table's statistics recomputed from the records with
+scipy (paired CI and one-sided t-test, Holm's step-down by hand, Welch); the learning-rate check's report."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from omegaconf import OmegaConf
 from scipy import stats as st
 
 from glu_study.config import compose
@@ -24,8 +27,8 @@ def sweep_dir(tmp_path_factory):
         "glu_study.train",
         "-m",
         *TINY,
-        "ffn=relu,swiglu",
-        "seed=0,1",
+        "ffn=relu,geglu,swiglu",
+        "seed=0,1,2",
         "logger.group=tiny_table",
         f"hydra.sweep.dir={d}",
     )
@@ -38,43 +41,85 @@ def _row(table: str, paper_name: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
+def _finals(sweep_dir) -> tuple[dict, set]:
+    finals, floors = {}, set()
+    for d in sorted(p.parent for p in sweep_dir.glob("*/summary.json")):
+        s = json.loads((d / "summary.json").read_text())
+        finals.setdefault(s["ffn"], {})[s["seed"]] = s["eval/log_perplexity"]
+        floors.add(s["eval/unigram_floor"])
+    return {v: np.array([finals[v][k] for k in (0, 1, 2)]) for v in finals}, floors
+
+
+def _signed(cell: str) -> list[float]:
+    return [float(x) for x in re.findall(r"[+-]?\d+\.\d+(?:e-?\d+)?", cell)]
+
+
 def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
     out = tmp_path / "report"
     assert report_main([str(sweep_dir), "--out", str(out)]) == 0
     table = (out / "table1.md").read_text()
-    finals = {}
-    for d in sorted(p.parent for p in sweep_dir.glob("*/summary.json")):
-        s = json.loads((d / "summary.json").read_text())
-        finals.setdefault(s["ffn"], {})[s["seed"]] = s["eval/log_perplexity"]
-    relu, swiglu = (np.array([finals[v][k] for k in (0, 1)]) for v in ("relu", "swiglu"))
-
-    row = _row(table, "FFN_SwiGLU")
-    mean, std, n = re.match(r"([\d.]+) ± ([\d.]+) \((\d+)\)", row[2]).groups()
-    assert float(mean) == round(swiglu.mean(), 4) and float(std) == round(swiglu.std(ddof=1), 4) and n == "2"
-    delta, se = re.match(r"([+-][\d.]+) ± ([\d.]+)", row[3]).groups()
-    assert float(delta) == round(swiglu.mean() - relu.mean(), 4)
-    assert float(se) == round(np.sqrt(swiglu.var(ddof=1) / 2 + relu.var(ddof=1) / 2), 4)
-    assert float(row[4]) == pytest.approx(st.ttest_ind(swiglu, relu, equal_var=False).pvalue, rel=1e-2)
-    paired = re.match(r"([+-][\d.]+) ±", row[5]).group(1)
-    assert float(paired) == round((swiglu - relu).mean(), 4)
-    assert row[6] == "1.944 ± 0.010" and row[7] == "1.636"  # the paper's figures
+    finals, floors = _finals(sweep_dir)
+    relu = finals["relu"]
+    holm_family = {}
+    for v in ("geglu", "swiglu"):
+        row = _row(table, {"geglu": "FFN_GEGLU", "swiglu": "FFN_SwiGLU"}[v])
+        x, d = finals[v], finals[v] - relu
+        mean, std, n = re.match(r"([\d.]+) ± ([\d.]+) \((\d+)\)", row[2]).groups()
+        assert float(mean) == round(x.mean(), 4) and float(std) == round(x.std(ddof=1), 4) and n == "3"
+        half = st.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+        assert _signed(row[3]) == [round(d.mean(), 4), round(d.mean() - half, 4), round(d.mean() + half, 4)]
+        p = st.ttest_rel(x, relu, alternative="less").pvalue
+        assert float(row[4]) == pytest.approx(p, rel=1e-2)
+        holm_family[v] = (p, float(row[5]))
+        welch_delta, welch_se, welch_p = _signed(row[6])
+        assert welch_delta == round(x.mean() - relu.mean(), 4)
+        assert welch_se == round(np.sqrt(x.var(ddof=1) / 3 + relu.var(ddof=1) / 3), 4)
+        assert welch_p == pytest.approx(st.ttest_ind(x, relu, equal_var=False).pvalue, rel=1e-2)
+    # Holm's step-down over the two primary comparisons present: the smaller p times 2, the larger times 1,
+    # each at least the adjusted p before it.
+    (lo_p, lo_cell), (hi_p, hi_cell) = sorted(holm_family.values())
+    assert lo_cell == pytest.approx(min(1.0, 2 * lo_p), rel=1e-2)
+    assert hi_cell == pytest.approx(min(1.0, max(2 * lo_p, hi_p)), rel=1e-2)
+    assert _row(table, "FFN_SwiGLU")[7:9] == ["1.944 ± 0.010", "1.636"]  # the paper's figures
     assert _row(table, "FFN_ReLU")[3].startswith("–")
+    (floor,) = floors
+    assert _row(table, "*unigram floor*")[2] == f"{floor:.4f}"
+    assert f"scores {floor:.4f} on this held-out set" in table  # the regime line reads the same floor
 
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4
     assert {(r["ffn"], int(r["seed"])): float(r["eval/log_perplexity"]) for r in rows} == {
-        (v, k): finals[v][k] for v in finals for k in finals[v]
+        (v, k): finals[v][k] for v in finals for k in range(3)
     }
     for png in ("curves.png", "ranking.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (out / "runs").iterdir()) == [
-        "relu-s0",
-        "relu-s1",
-        "swiglu-s0",
-        "swiglu-s1",
+    assert len(list((out / "runs").iterdir())) == 9
+    assert "Kendall τ" in table and "## Reading" in table and "What 3 seeds can resolve" in table
+
+
+def test_lr_check_preset_and_report(tmp_path):
+    """experiment=table1_cpu_lr: FFN_ReLU and FFN_SwiGLU at three plateaus, one run directory each, and a report
+    whose cells are the runs' own figures."""
+    sweep = tmp_path / "lr"
+    tiny = [
+        o for o in TINY if not o.startswith("trainer.warmup_steps=")
+    ]  # the preset's 10^4: plateau = lr / 100
+    r = run_cli("glu_study.train", "-m", "experiment=table1_cpu_lr", *tiny, f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
+        f"{v}-lr{lr}-s0" for v in ("relu", "swiglu") for lr in ("0.3", "1.0", "3.0")
     ]
-    assert "Kendall τ" in table and "## Reading" in table
+    out = tmp_path / "report"
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+    text = (out / "lr_check.md").read_text()
+    for lr, plateau in (("0.3", "0.003"), ("1.0", "0.01"), ("3.0", "0.03")):
+        relu, swiglu = (
+            json.loads((sweep / f"{v}-lr{lr}-s0" / "summary.json").read_text()) for v in ("relu", "swiglu")
+        )
+        a, b = relu["eval/log_perplexity"], swiglu["eval/log_perplexity"]
+        assert f"| {plateau} | {a:.4f} | {b:.4f} | {b - a:+.4f} |" in text
+    assert (out / "lr_check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "table1.md").exists()
 
 
 def test_report_regenerates_byte_for_byte_from_copied_records(sweep_dir, tmp_path):
@@ -92,12 +137,23 @@ def test_report_bad_input(tmp_path):
     assert report_main([str(tmp_path / "empty")]) == 2
 
 
-@pytest.mark.parametrize("preset", ["table1_cpu", "table1_paper", "table1_paper_long"])
+@pytest.mark.parametrize("preset", ["table1_cpu", "table1_cpu_lr", "table1_paper", "table1_paper_long"])
 def test_experiment_presets_compose(preset):
     cfg = compose([f"experiment={preset}"])
     assert cfg.logger.group == preset
-    if preset == "table1_cpu":
+    # Every Table 1 preset trains with the paper's recipe: Adafactor, lr 1.0 x rsqrt(max(step, 10^4)) = a 0.01
+    # plateau, linear decay over the last 10%.
+    t = cfg.trainer
+    assert (t.optimizer, t.schedule, t.lr, t.warmup_steps, t.decay_fraction) == (
+        "adafactor",
+        "rsqrt",
+        1.0,
+        10_000,
+        0.1,
+    )
+    if preset.startswith("table1_cpu"):
         assert (cfg.model.name, cfg.data.source, cfg.trainer.device) == ("t5_tiny", "embedded", "cpu")
+        assert cfg.data.eval_examples * 29 >= 30_000  # at least ~30k held-out target tokens (29 per example)
     else:
         assert (cfg.model.name, cfg.data.source, cfg.data.inputs_length, cfg.trainer.batch_size) == (
             "t5_base",
@@ -105,27 +161,41 @@ def test_experiment_presets_compose(preset):
             512,
             128,
         )
-        assert cfg.trainer.optimizer == "adafactor" and cfg.trainer.warmup_steps == 10_000
+
+
+def committed_studies() -> list[Path]:
+    return sorted(p.parent for p in (ROOT / "reports").glob("*/runs") if (p.parent / "runs").is_dir())
 
 
 def test_committed_table1_cpu_report_is_complete():
-    """The committed study: eight variants x 3 seeds, produced by the committed preset."""
+    """The committed study: every variant x seed of the committed preset, each run trained by that preset."""
     runs = ROOT / "reports" / "table1_cpu" / "runs"
     if not runs.is_dir():
         pytest.skip("reports/table1_cpu not committed yet")
-    summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
-    assert sorted({s["ffn"] for s in summaries}) == sorted(
-        ["relu", "gelu", "swish", "glu", "bilinear", "geglu", "swiglu", "reglu"]
-    )
-    assert sorted(s["seed"] for s in summaries) == [0] * 8 + [1] * 8 + [2] * 8
     preset = compose(["experiment=table1_cpu"])
+    params = preset_sweep("table1_cpu")
+    summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
+    assert sorted((s["ffn"], s["seed"]) for s in summaries) == sorted(
+        (v, int(k)) for v in params["ffn"] for k in params["seed"]
+    )
     for p in runs.glob("*/config.yaml"):
-        import yaml
-
         cfg = yaml.safe_load(p.read_text())
         assert cfg["logger"]["group"] == "table1_cpu"
-        assert cfg["trainer"]["max_steps"] == preset.trainer.max_steps
+        assert cfg["trainer"] == OmegaConf.to_container(preset.trainer)
         assert cfg["model"]["name"] == preset.model.name
+        assert cfg["data"]["eval_examples"] == preset.data.eval_examples
+
+
+def preset_sweep(experiment: str) -> dict[str, list[str]]:
+    """The preset's sweep (hydra.sweeper.params): what `-m experiment=<name>` expands to."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        full = hydra_compose(
+            config_name="config", overrides=["experiment=table1_cpu"], return_hydra_config=True
+        )
+    return {k: str(v).split(",") for k, v in full.hydra.sweeper.params.items()}
 
 
 def test_in_process_train_is_reportable(tmp_path):
@@ -153,10 +223,17 @@ def test_readme_section_refreshed_from_report(sweep_dir, tmp_path):
 
 
 def test_make_report_reproduces_committed_files(tmp_path):
-    """`make report` on the committed raw records gives the committed table, CSV and figures byte for byte."""
-    committed = ROOT / "reports" / "table1_cpu"
-    if not (committed / "runs").is_dir():
-        pytest.skip("reports/table1_cpu not committed yet")
-    assert report_main([str(committed / "runs"), "--out", str(tmp_path)]) == 0
-    for name in ("table1.md", "runs.csv", "curves.png", "ranking.png"):
-        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
+    """Every committed study, and its README section, regenerates from its committed raw records byte for byte."""
+    studies = committed_studies()
+    if not studies:
+        pytest.skip("no study committed yet")
+    readme = tmp_path / "README.md"
+    readme.write_bytes((ROOT / "README.md").read_bytes())
+    for study in studies:
+        out = tmp_path / study.name
+        assert report_main([str(study / "runs"), "--out", str(out), "--readme", str(readme)]) == 0
+        generated = sorted(p.name for p in out.iterdir() if p.is_file())
+        assert generated, study
+        for name in generated:
+            assert (out / name).read_bytes() == (study / name).read_bytes(), f"{study.name}/{name}"
+    assert readme.read_bytes() == (ROOT / "README.md").read_bytes()
