@@ -106,6 +106,9 @@ class LoggerConfig:
     entity: str | None = None
     group: str = "dev"
     tags: list[str] = field(default_factory=list)
+    timeout_s: float = (
+        5.0  # how long mode=auto/online waits for the W&B server before deciding it is unreachable
+    )
 
 
 @dataclass
@@ -206,6 +209,29 @@ def check_settings(settings, group: str, positive: tuple[str, ...]) -> None:
             raise ConfigError(f"{group}.{key} must be >= 1, got {settings[key]}")
     if not 0.0 <= settings.decay_fraction <= 1.0:
         raise ConfigError(f"{group}.decay_fraction must be in [0, 1], got {settings.decay_fraction}")
+
+
+LOGGER_MODES = ("auto", "online", "offline", "disabled")
+MODEL_COUNTS = ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff")
+MODEL_COUNTS += ("relative_attention_num_buckets", "relative_attention_max_distance")
+
+
+def check_model(model) -> None:
+    """Model sizes transformers would only reject deep inside T5's constructor (or not at all)."""
+    for key in MODEL_COUNTS:
+        if model[key] < 1:
+            raise ConfigError(f"model.{key} must be >= 1, got {model[key]}")
+    if not 0.0 <= model.dropout_rate < 1.0:
+        raise ConfigError(f"model.dropout_rate must be in [0, 1), got {model.dropout_rate}")
+    if model.layer_norm_epsilon <= 0:
+        raise ConfigError(f"model.layer_norm_epsilon must be > 0, got {model.layer_norm_epsilon}")
+
+
+def check_logger(logger) -> None:
+    if logger.mode not in LOGGER_MODES:
+        raise ConfigError(f"logger.mode={logger.mode!r} is not one of {', '.join(LOGGER_MODES)}")
+    if not logger.timeout_s > 0:
+        raise ConfigError(f"logger.timeout_s must be > 0, got {logger.timeout_s}")
 
 
 def check_trainer(trainer) -> None:

@@ -2,7 +2,7 @@
 
 Rebuilds the run's exact held-out set from its saved config (same corpus, tokenizer, lengths and masks),
 prints the figure and appends it to the run's metrics.jsonl as {"step", "eval/log_perplexity",
-"source": "evaluate"}. Falls back to the Hugging Face export in <run_dir>/model when no checkpoint is left.
+"source": "evaluate"}. Falls back to the Hugging Face export in <run_dir>/model when no checkpoint loads.
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from glu_study.errors import DataError, cli_exit_codes
 from glu_study.ffn import check_variant_config
 from glu_study.model import build_model
 from glu_study.training import run_dir as records
-from glu_study.training.checkpoints import list_checkpoints, load_checkpoint
+from glu_study.training.checkpoints import newest_loadable
 from glu_study.training.heldout import heldout_log_perplexity
 
 
 def load_latest(run_dir: Path):
-    """(config, model, step, where) of the newest checkpoint, else of the Hugging Face export."""
-    checkpoints = list_checkpoints(run_dir)
-    if checkpoints:
-        step, path = checkpoints[-1]
-        ckpt = load_checkpoint(path)
+    """(config, model, step, where) of the newest checkpoint that loads, else of the Hugging Face export.
+
+    evaluate only reads: a damaged checkpoint is skipped, not moved (the run's own writer sets it aside)."""
+    found = newest_loadable(run_dir, log=lambda m: print(m, file=sys.stderr), move=False)
+    if found is not None:
+        step, path, ckpt = found
         cfg = OmegaConf.create(ckpt["config"])  # the config the weights were trained with
         model = build_model(
             cfg.model, check_variant_config(cfg.ffn), ckpt["model"]["shared.weight"].shape[0], 0

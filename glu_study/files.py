@@ -28,6 +28,7 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700: give the result the usual permissions
     try:
         yield tmp
         if replace and final.exists():
@@ -39,6 +40,12 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:

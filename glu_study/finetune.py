@@ -26,9 +26,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from glu_study.cli import guarded
 from glu_study.config import check_finetune
 from glu_study.data import load_hf_tokenizer
-from glu_study.errors import ConfigError, DataError, cli_exit_codes
+from glu_study.errors import ConfigError, DataError
 from glu_study.finetuning.evaluation import evaluate_tasks
 from glu_study.finetuning.metrics import benchmark_averages
 from glu_study.finetuning.mixture import collate, encode_eval, encode_train, mixture_rates, sample_batch
@@ -248,13 +249,17 @@ def main(cfg: DictConfig) -> None:
             if records.holds_only_hydra_files(hydra_dir):  # a -m sweep's per-job directory
                 shutil.rmtree(hydra_dir, ignore_errors=True)
 
-    with cli_exit_codes(cleanup):
+    def body() -> dict:
         if missing:
             raise ConfigError(
                 f"missing {' and '.join(f'{k}=' for k in missing)}; usage: python -m glu_study.finetune "
                 f"run_dir=<a finished pretraining run> task=<{', '.join(TASKS)}; or glue, superglue, squad, all>"
             )
-        print_scores(finetune(cfg, out_dir))
+        record = finetune(cfg, out_dir)
+        print_scores(record)
+        return record
+
+    guarded(body, cleanup)
 
 
 if __name__ == "__main__":

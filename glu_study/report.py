@@ -16,7 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from glu_study.config import ROOT
 from glu_study.reporting.lr_check import is_lr_check, write_lr_check
 from glu_study.reporting.records import (
     copy_raw_records,
@@ -48,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--wandb", metavar="ENTITY/PROJECT", help="read the runs through the W&B Public API instead"
     )
     p.add_argument("--group", help="W&B group (experiment) to read; default: all finished runs")
-    p.add_argument("--out", type=Path, help="output directory (default: reports/<experiment>)")
+    p.add_argument("--out", type=Path, help="output directory (default: ./reports/<experiment>)")
     p.add_argument(
         "--readme", type=Path, help="also refresh this README's <!-- <experiment>:begin/end --> section"
     )
@@ -61,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:  # read everything before writing anything
-        run_dirs = [] if args.wandb else find_run_dirs(args.dirs)
+        run_dirs = [] if args.wandb else find_run_dirs(args.dirs, warn=lambda m: print(m, file=sys.stderr))
         records = read_wandb(args.wandb, args.group) if args.wandb else [read_run_dir(d) for d in run_dirs]
         finetunes = read_finetunes(run_dirs)
     except (FileNotFoundError, KeyError, ValueError) as e:  # ValueError covers json.JSONDecodeError
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     groups = sorted({r.group for r in records})
     experiment = groups[0] if len(groups) == 1 else "mixed"
-    out_dir = args.out or ROOT / "reports" / experiment
+    out_dir = args.out or Path.cwd() / "reports" / experiment
     if run_dirs:
         copy_raw_records(run_dirs, out_dir / "runs")
     if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1

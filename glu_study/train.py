@@ -15,6 +15,7 @@ only rank 0 writes files and talks to W&B.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -23,9 +24,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from glu_study.config import check_trainer
+from glu_study.cli import guarded
+from glu_study.config import check_logger, check_model, check_trainer
 from glu_study.data import PretrainData
-from glu_study.errors import ConfigError, cli_exit_codes
+from glu_study.errors import BadInputError, ConfigError
 from glu_study.ffn import Variant, check_variant_config
 from glu_study.model import build_model, count_parameters, param_counts
 from glu_study.training import run_dir as records
@@ -34,7 +36,7 @@ from glu_study.training.distributed import DistInfo, finish_distributed, launche
 from glu_study.training.heldout import heldout_log_perplexity
 from glu_study.training.loop import TrainLoop, seed_everything, setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
-from glu_study.training.tracking import Tracker
+from glu_study.training.tracking import Tracker, resolve_mode
 
 # Trainer settings that may change between a run and its resumption (they do not change the maths).
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_threads"}
@@ -58,12 +60,27 @@ def per_rank_batch(trainer, info: DistInfo) -> int:
     return per_rank
 
 
+RESUME_HINT = "choose another hydra.run.dir (or the same overrides as before) to resume"
+
+
+def preflight(cfg: DictConfig, run_dir: Path, info: DistInfo) -> tuple[Variant, str]:
+    """Every check the config allows, before anything is built or written: the variant, trainer and model
+    settings, the W&B mode (and server), and that the run directory holds no differently configured run."""
+    variant = check_variant_config(cfg.ffn)
+    check_trainer(cfg.trainer)
+    check_model(cfg.model)
+    check_logger(cfg.logger)
+    per_rank_batch(cfg.trainer, info)
+    records.check_resumable(run_dir, OmegaConf.to_container(cfg, resolve=True), comparable, RESUME_HINT)
+    mode = resolve_mode(cfg.logger.mode, cfg.logger.timeout_s) if info.is_main else "disabled"
+    return variant, mode
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """One pretraining run in `run_dir`; returns the summary. Raises before writing anything on bad input."""
     trainer = cfg.trainer
-    variant = check_variant_config(cfg.ffn)
-    check_trainer(trainer)
     info = setup_distributed("cuda" if trainer.device == "cuda" else "cpu")
+    variant, mode = preflight(cfg, run_dir, info)
     device = setup_device(trainer, info)
     per_rank = per_rank_batch(trainer, info)
     log = print if info.is_main else (lambda *a, **k: None)
@@ -80,11 +97,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     state = {"step": 0, "data_position": 0, "wandb_id": None, "best_eval": None, "wall_s": 0.0}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(run_dir, model, optimizer, schedule, state, resolved, enabled=info.is_main)
-    hint = "choose another hydra.run.dir (or the same overrides as before) to resume"
-    if checkpointer.resume(comparable, hint):
+    if checkpointer.resume(comparable, RESUME_HINT, log=log):
         log(f"resuming {run_dir} from step {state['step']}")
+    if info.is_main:
+        records.save_config(run_dir, cfg, records.HYDRA_CONFIG)
     tags = ["gated" if variant.is_gated_act else "non-gated", cfg.model.name]
-    tracker = Tracker(cfg, run_dir, derived, state, tags=tags, enabled=info.is_main)
+    tracker = Tracker(cfg, run_dir, derived, state, tags=tags, enabled=info.is_main, mode=mode)
     state["wandb_id"] = tracker.run_id
 
     def evaluate() -> float | None:
@@ -189,17 +207,22 @@ def run_summary(
     }
 
 
+def run(cfg: DictConfig, run_dir: Path) -> float:
+    """The command: one writer per run directory; bad input removes what this invocation created, nothing else."""
+    main_rank = launched_rank() == 0
+    fresh = main_rank and records.holds_only_hydra_files(run_dir)  # before our lock file exists
+    with records.one_writer(run_dir) if main_rank else contextlib.nullcontext():
+        try:
+            return train(cfg, run_dir)["eval/log_perplexity"]
+        except BadInputError:
+            if fresh:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
-    fresh = records.holds_only_hydra_files(run_dir) and launched_rank() == 0
-
-    def cleanup():  # bad input leaves nothing behind
-        if fresh:
-            shutil.rmtree(run_dir, ignore_errors=True)
-
-    with cli_exit_codes(cleanup):
-        return train(cfg, run_dir)["eval/log_perplexity"]
+    return guarded(lambda: run(cfg, Path(HydraConfig.get().runtime.output_dir).resolve()))
 
 
 if __name__ == "__main__":

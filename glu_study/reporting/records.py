@@ -66,6 +66,14 @@ def run_record(summary, *, name, ffn, seed, model, group, final, curve, trainer=
 
 
 def read_run_dir(run_dir: Path) -> RunRecord:
+    """The run's record; a damaged file is named (ValueError), never skipped."""
+    try:
+        return _read_run_dir(run_dir)
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{run_dir}: damaged run record ({type(e).__name__}: {e})") from None
+
+
+def _read_run_dir(run_dir: Path) -> RunRecord:
     s = records.read_summary(run_dir)
     # `evaluate` re-checks (with a "source") are not part of the curve.
     curve = [
@@ -88,16 +96,18 @@ def read_run_dir(run_dir: Path) -> RunRecord:
     )
 
 
-def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Run directories (holding summary.json) given as themselves or anywhere below the given paths."""
+def find_run_dirs(paths: list[Path], warn=print) -> list[Path]:
+    """Run directories (holding summary.json) given as themselves or anywhere below the given paths. Runs that
+    have not finished (metrics but no summary.json) are left out, each with a warning."""
     found = []
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such directory")
-        if (p / records.SUMMARY).is_file():
-            found.append(p)
-        else:
-            found.extend(sorted(q.parent for q in p.rglob(records.SUMMARY)))
+        found.extend(sorted(q.parent for q in p.rglob(records.SUMMARY)))
+        started = {q.parent for q in p.rglob(records.METRICS)}
+        for d in sorted(started):
+            if not (d / records.SUMMARY).is_file() and d.parent.name != "finetune":
+                warn(f"warning: {d} has no {records.SUMMARY} (not finished?); left out of the report")
     if not found:
         raise FileNotFoundError(f"no finished runs (summary.json) under {', '.join(map(str, paths))}")
     return found

@@ -1,13 +1,16 @@
 """Checkpoints: everything an exact resume needs, written so that `step_<N>` always means complete.
 
 A checkpoint is `<dir>/checkpoints/<name>/state.pt` holding the model, optimizer and schedule state, every RNG
-and the loop's own state (step, data position, W&B id, ...), plus the resolved config it was trained with. It is
-written into a temporary directory, fsync'd, and renamed (glu_study.files.atomic_dir), so a kill at any moment
-leaves either the previous checkpoints or the new one, never half of one.
+and the loop's own state (step, data position, W&B id, ...), plus the resolved config it was trained with, and
+`state.sha256`, the file's checksum. It is written into a temporary directory, fsync'd, and renamed
+(glu_study.files.atomic_dir), so a kill at any moment leaves either the previous checkpoints or the new one.
+What a rename cannot prevent — a disk that filled or a file damaged later — the checksum detects: resuming takes
+the newest checkpoint that verifies and loads, and moves a damaged one aside (never deletes it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import shutil
@@ -32,8 +35,49 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(x for x in found if (x[1] / "state.pt").is_file())
 
 
+class DamagedCheckpointError(RuntimeError):
+    pass
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    """The checkpoint's contents, after checking them against its checksum (DamagedCheckpointError if not)."""
+    state, digest = path / "state.pt", path / "state.sha256"
+    if digest.is_file() and file_digest(state) != digest.read_text().strip():
+        raise DamagedCheckpointError(f"{state} does not match its checksum")
+    try:
+        return torch.load(state, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or overwritten file fails inside torch's unpickler in many ways
+        raise DamagedCheckpointError(f"{state} cannot be loaded ({type(e).__name__}: {e})") from None
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged checkpoint out of the way (kept for inspection): checkpoints/damaged-<name>[-<k>]."""
+    target = path.with_name(f"damaged-{path.name}")
+    k = 1
+    while target.exists():
+        target, k = path.with_name(f"damaged-{path.name}-{k}"), k + 1
+    path.rename(target)
+    return target
+
+
+def newest_loadable(directory: Path, log=print, *, move: bool = True) -> tuple[int, Path, dict] | None:
+    """(step, path, contents) of the newest checkpoint that verifies and loads. Damaged ones are skipped and, with
+    `move` (the one writer of the directory), set aside."""
+    for step, path in reversed(list_checkpoints(directory)):
+        try:
+            return step, path, load_checkpoint(path)
+        except DamagedCheckpointError as e:
+            where = f"moved it to {set_aside(path)}" if move else "skipped it"
+            log(f"warning: {e}; {where}, trying an older checkpoint")
+    return None
 
 
 def rng_state() -> dict:
@@ -80,13 +124,14 @@ class Checkpointer:
         final = self.directory / "checkpoints" / name
         with atomic_dir(final, replace=True) as tmp:  # replace: SIGTERM right after a periodic save
             fsync_write(tmp / "state.pt", lambda f: torch.save(payload, f))
+            (tmp / "state.sha256").write_text(file_digest(tmp / "state.pt") + "\n")
         if keep is not None:
             for _, old in list_checkpoints(self.directory)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def resume(self, comparable: Callable[[dict], dict], hint: str) -> bool:
-        """Restore the newest complete checkpoint in place; False when there is none.
+    def resume(self, comparable: Callable[[dict], dict], hint: str, log=print) -> bool:
+        """Restore the newest checkpoint that loads, in place; False when there is none.
 
         `comparable(config)` picks what must match between the checkpoint's config and this run's; a mismatch is
         a ConfigError ending in `hint`. Leftovers of saves killed half-way are removed first (by rank 0).
@@ -94,10 +139,10 @@ class Checkpointer:
         if self.enabled:
             for stale in (self.directory / "checkpoints").glob(f"{TMP_PREFIX}*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        checkpoints = list_checkpoints(self.directory)
-        if not checkpoints:
+        found = newest_loadable(self.directory, log, move=self.enabled)
+        if found is None:
             return False
-        ckpt = load_checkpoint(checkpoints[-1][1])
+        ckpt = found[2]
         if comparable(ckpt["config"]) != comparable(self.config):
             raise ConfigError(f"{self.directory} holds a run with a different configuration; {hint}")
         self.model.load_state_dict(ckpt["model"])

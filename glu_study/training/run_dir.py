@@ -8,6 +8,7 @@
       model/                 Hugging Face export: config.json, model.safetensors, spiece.model
       wandb/                 the W&B run
       finetune/<name>/       a fine-tune's records: config.yaml, metrics.jsonl, scores.json, checkpoints/, wandb/
+      .lock                  held by the one process writing the directory (see `one_writer`)
 
 Reports copy a run's records as `<name>/{summary.json, metrics.jsonl, config.yaml}`; readers accept either place
 for the config.
@@ -15,12 +16,17 @@ for the config.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from glu_study.errors import ConfigError
 from glu_study.files import atomic_dir, write_json_atomic, write_text_atomic
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
@@ -29,6 +35,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 SCORES = "scores.json"
 MODEL = "model"
+LOCK = ".lock"
 EXPORT_FILES = ("config.json", "model.safetensors", "spiece.model")
 RECORD_FILES = (SUMMARY, METRICS, CONFIG)  # what a report keeps of a run
 FINETUNE_RECORD_FILES = (SCORES, METRICS, CONFIG)
@@ -37,6 +44,26 @@ FINETUNE_RECORD_FILES = (SCORES, METRICS, CONFIG)
 def holds_only_hydra_files(path: Path) -> bool:
     """True if the directory holds nothing but what Hydra wrote for this invocation (.hydra/, <job>.log)."""
     return path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir())
+
+
+@contextmanager
+def one_writer(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on <directory>/.lock for the block; a second process on the same directory is refused
+    (ConfigError) instead of racing it. The OS releases the lock when its holder exits or dies, so a killed run
+    never leaves a stale lock behind."""
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"{directory} is being written by another process (it holds {directory / LOCK}); "
+            "wait for it to finish, or choose another run directory"
+        ) from None
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 # --- metrics.jsonl ----------------------------------------------------------------------------------------
@@ -77,8 +104,39 @@ def load_config(directory: Path) -> DictConfig | None:
     return OmegaConf.load(path) if path else None
 
 
-def save_config(directory: Path, cfg: DictConfig) -> None:
-    write_text_atomic(directory / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+def save_config(directory: Path, cfg: DictConfig, name: Path | str = CONFIG) -> None:
+    """The resolved config as the run's record (a pretraining run keeps it where Hydra would: .hydra/config.yaml)."""
+    (directory / name).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(directory / name, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every leaf that differs between two nested configs."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resumable(directory: Path, resolved: dict, comparable, hint: str) -> None:
+    """Refuse, before anything is written, a directory whose recorded run was configured differently: the error
+    names each key that differs (old -> new). `comparable(config)` picks what must match."""
+    saved = load_config(directory) if directory.is_dir() else None
+    if saved is None:
+        return
+    try:
+        old = comparable(OmegaConf.to_container(saved, resolve=True))
+    except Exception:  # an unreadable record: the checkpoint's own config check still guards the resume
+        return
+    diffs = config_differences(old, comparable(resolved))
+    if diffs:
+        raise ConfigError(
+            f"{directory} holds a run with a different configuration ({'; '.join(diffs)}); {hint}"
+        )
 
 
 def read_summary(directory: Path) -> dict:

@@ -2,8 +2,10 @@
 
 One W&B run per job: project from `logger.project`, group = `logger.group` (the experiment or sweep), name =
 `<ffn>-s<seed>`, tags gated/non-gated and the model size, config = the resolved Hydra config plus derived
-figures. `logger.mode=auto` goes online only when an API key is configured, otherwise offline into
-<run_dir>/wandb, so a job never prompts for a login and never waits on a network it does not have.
+figures. `logger.mode=auto` goes online only when an API key is configured and the server answers within
+`logger.timeout_s`, otherwise offline into <run_dir>/wandb (with a one-line warning saying how to sync later), so a
+job never prompts for a login and never waits on a network it does not have. `logger.mode=online` with no route
+to the server is refused up front (exit 2), before anything is trained.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import netrc
 import os
 import secrets
+import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,23 +25,50 @@ from glu_study.errors import ConfigError
 from glu_study.training.run_dir import METRICS, keep_metrics_until
 
 
+def wandb_server() -> tuple[str, int]:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+def server_reachable(timeout_s: float) -> bool:
+    """Can a TCP connection to the W&B server be opened within `timeout_s`? (DNS failure counts as no.)"""
+    try:
+        socket.create_connection(wandb_server(), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def wandb_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = wandb_server()[0]
     try:
         return netrc.netrc().authenticators(host) is not None  # what `wandb login` writes
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
 
 
-def resolve_mode(mode: str) -> str:
-    valid = ("auto", "online", "offline", "disabled")
-    if mode not in valid:
-        raise ConfigError(f"logger.mode={mode!r} is not one of {', '.join(valid)}")
-    if mode == "auto":
-        return "online" if wandb_key_configured() else "offline"
-    return mode
+def resolve_mode(mode: str, timeout_s: float) -> str:
+    """The W&B mode this job runs in; decided once, before anything is written (`mode` checked by check_logger)."""
+    if mode not in ("auto", "online"):
+        return mode
+    if mode == "auto" and not wandb_key_configured():
+        return "offline"
+    if server_reachable(timeout_s):
+        return "online"
+    host, port = wandb_server()
+    if mode == "online":
+        raise ConfigError(
+            f"logger.mode=online but the W&B server {host}:{port} did not answer within {timeout_s:g} s; "
+            "use logger.mode=offline (and `wandb sync` later) or logger.mode=auto"
+        )
+    print(
+        f"warning: W&B server {host}:{port} unreachable within {timeout_s:g} s: logging offline; "
+        "upload later with `wandb sync <run_dir>/wandb/offline-run-*`",
+        file=sys.stderr,
+    )
+    return "offline"
 
 
 class Tracker:
@@ -55,9 +86,11 @@ class Tracker:
         job_type: str = "pretrain",
         summaries: dict[str, str] | None = None,
         enabled: bool = True,
+        mode: str | None = None,
     ):
         """`derived` (parameter counts, d_ff, ...) joins the config under that key; `summaries` are W&B define_metric summaries (metric ->
-        e.g. "min,last"), which summary() leaves alone."""
+        e.g. "min,last"), which summary() leaves alone. `mode` is the W&B mode from resolve_mode (None: resolve it
+        here)."""
         self.enabled = enabled
         self.summaries = summaries or {"eval/log_perplexity": "min,last", "train/loss": "last"}
         self.run = None
@@ -67,7 +100,7 @@ class Tracker:
         keep_metrics_until(run_dir, state["step"])
         self._file = open(run_dir / METRICS, "a")
 
-        mode = resolve_mode(cfg.logger.mode)
+        mode = mode or resolve_mode(cfg.logger.mode, cfg.logger.timeout_s)
         if mode == "disabled":
             return
         import wandb

@@ -1,0 +1,163 @@
+"""The run directory as a record that survives faults and refusals (issue 14), through the real CLI: a refused
+command exits 2 with one `error:` line and leaves every file as it was; a damaged checkpoint never strands a run;
+two writers never race; W&B never blocks; one bad job never stops a sweep."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY, run_cli
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` (and its bytes): what 'nothing changed' is checked against."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+def assert_one_error_line(result, *fragments: str) -> None:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def train(run_dir: Path, *overrides: str, **kwargs):
+    return run_cli("glu_study.train", *TINY, *overrides, f"hydra.run.dir={run_dir}", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert train(run_dir).returncode == 0
+    return run_dir
+
+
+def test_refused_resume_names_the_keys_and_changes_nothing(finished_run):
+    before = snapshot(finished_run)
+    result = train(finished_run, "trainer.lr=0.5", "ffn=swiglu")
+    assert_one_error_line(
+        result, "different configuration", "trainer.lr: 1.0 -> 0.5", "ffn.name: 'relu' -> 'swiglu'"
+    )
+    assert snapshot(finished_run) == before
+
+
+def test_second_writer_is_refused_and_changes_nothing(finished_run):
+    before = snapshot(finished_run)
+    with open(finished_run / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running `train` on this directory holds
+        assert_one_error_line(train(finished_run), "being written by another process")
+    assert snapshot(finished_run) == before
+
+
+def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(run_dir).returncode == 0  # checkpoints at steps 3 and 6
+    figure = json.loads((run_dir / "summary.json").read_text())["eval/log_perplexity"]
+    state = run_dir / "checkpoints" / "step_6" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a disk that filled during the save
+    result = train(run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "does not match its checksum" in result.stdout + result.stderr
+    assert (run_dir / "checkpoints" / "damaged-step_6" / "state.pt").is_file()  # kept, not deleted
+    assert (
+        json.loads((run_dir / "summary.json").read_text())["eval/log_perplexity"] == figure
+    )  # steps 4-6 redone
+
+
+def test_evaluate_falls_back_to_the_export_when_no_checkpoint_loads(tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(run_dir).returncode == 0
+    for state in (run_dir / "checkpoints").glob("step_*/state.pt"):
+        state.write_bytes(b"damaged")
+    result = run_cli("glu_study.evaluate", f"run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert f"{run_dir / 'model'}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.d_ff=0", "model.d_ff must be >= 1"),
+        ("model.num_heads=0", "model.num_heads must be >= 1"),
+        ("logger.mode=sometimes", "logger.mode='sometimes'"),
+    ],
+)
+def test_bad_settings_exit_2_before_anything_is_written(tmp_path, override, fragment):
+    run_dir = tmp_path / "run"
+    assert_one_error_line(train(run_dir, override), fragment)
+    assert not run_dir.exists()
+
+
+def test_run_directory_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "run"
+    path.write_text("not a directory\n")
+    assert_one_error_line(train(path), "is not a directory")
+    assert path.read_text() == "not a directory\n"
+
+
+UNREACHABLE = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}  # a closed port
+
+
+def test_wandb_online_without_a_server_is_refused_up_front(tmp_path):
+    env = {**os.environ, **UNREACHABLE}
+    result = train(tmp_path / "run", "logger=wandb", "logger.mode=online", "logger.timeout_s=2", env=env)
+    assert_one_error_line(result, "logger.mode=online", "did not answer")
+    assert not (tmp_path / "run").exists()
+
+
+def test_wandb_auto_without_a_server_logs_offline(tmp_path):
+    env = {**os.environ, **UNREACHABLE}
+    result = train(tmp_path / "run", "logger=wandb", "logger.timeout_s=2", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "unreachable" in result.stderr and "wandb sync" in result.stderr
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_a_bad_job_does_not_stop_the_sweep_and_the_exit_status_counts_failures(tmp_path):
+    result = run_cli(
+        "glu_study.train",
+        "-m",
+        *TINY,
+        "model.num_heads=0,4",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=job${hydra.job.num}",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "model.num_heads must be >= 1" in result.stderr and "1 of 2 jobs failed" in result.stderr
+    assert (tmp_path / "job1" / "summary.json").is_file() and not (tmp_path / "job0").exists()
+
+
+def test_records_respect_the_umask(finished_run):
+    for path in (finished_run / "model", finished_run / "checkpoints" / "step_6"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~_umask(), path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_report_warns_about_unfinished_runs_and_names_a_damaged_record(finished_run, tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "unfinished").mkdir(parents=True)
+    (sweep / "unfinished" / "metrics.jsonl").write_text('{"step": 1, "train/loss": 5.0}\n')
+    for name in ("summary.json", "metrics.jsonl"):
+        (sweep / "done").mkdir(exist_ok=True)
+        (sweep / "done" / name).write_bytes((finished_run / name).read_bytes())
+    result = run_cli("glu_study.report", str(sweep), cwd=tmp_path)  # no --out: ./reports/<experiment>
+    assert result.returncode == 0, result.stderr
+    assert "unfinished has no summary.json" in result.stderr
+    assert (tmp_path / "reports" / "runs" / "table1.md").is_file()
+    (sweep / "unfinished" / "metrics.jsonl").unlink()
+    (sweep / "done" / "summary.json").write_text('{"name": ')
+    assert_one_error_line(run_cli("glu_study.report", str(sweep), cwd=tmp_path), "done: damaged run record")
