@@ -254,10 +254,25 @@ def power_line(stats: dict[str, VariantStats], n: int) -> str | None:
     )
 
 
+PAPER_PLATEAU = 0.01
+
+
+def rate_line(records: list[RunRecord]) -> str | None:
+    plateaus = sorted({r.plateau for r in records if r.plateau is not None})
+    if not plateaus or plateaus == [PAPER_PLATEAU]:
+        return None
+    return (
+        f"- Learning rate: plateau {', '.join(f'{p:g}' for p in plateaus)} instead of the paper's {PAPER_PLATEAU:g}, "
+        "the same for every variant, chosen on FFN_ReLU alone by the learning-rate check beside this study."
+    )
+
+
 def verdict(records: list[RunRecord], stats: dict[str, VariantStats], tau: float, tau_p: float) -> list[str]:
     """Plain-language reading, generated from the numbers (nothing here is typed by hand)."""
     n = min((s.paired_n for s in stats.values() if s.paired_n), default=0)
     lines = [regime_line(records, unigram_floor(records))]
+    if line := rate_line(records):
+        lines.append(line)
     lines += [x for x in (claim_line(stats), best_two_line(stats), nongated_line(stats)) if x]
     if not math.isnan(tau):
         strength = "strong" if tau >= 0.6 else "moderate" if tau >= 0.3 else "weak" if tau > 0 else "no"

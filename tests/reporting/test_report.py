@@ -141,16 +141,11 @@ def test_report_bad_input(tmp_path):
 def test_experiment_presets_compose(preset):
     cfg = compose([f"experiment={preset}"])
     assert cfg.logger.group == preset
-    # Every Table 1 preset trains with the paper's recipe: Adafactor, lr 1.0 x rsqrt(max(step, 10^4)) = a 0.01
-    # plateau, linear decay over the last 10%.
+    # Every Table 1 preset trains with the paper's recipe: Adafactor, lr x rsqrt(max(step, 10^4)), linear decay over
+    # the last 10%; the paper's plateau (lr 1.0 = 0.01) on GPUs, the one the CPU learning-rate check chose on CPU.
     t = cfg.trainer
-    assert (t.optimizer, t.schedule, t.lr, t.warmup_steps, t.decay_fraction) == (
-        "adafactor",
-        "rsqrt",
-        1.0,
-        10_000,
-        0.1,
-    )
+    assert (t.optimizer, t.schedule, t.warmup_steps, t.decay_fraction) == ("adafactor", "rsqrt", 10_000, 0.1)
+    assert t.lr == (3.0 if preset.startswith("table1_cpu") else 1.0)
     if preset.startswith("table1_cpu"):
         assert (cfg.model.name, cfg.data.source, cfg.trainer.device) == ("t5_tiny", "embedded", "cpu")
         assert cfg.data.eval_examples * 29 >= 30_000  # at least ~30k held-out target tokens (29 per example)
