@@ -1,5 +1,7 @@
 """The command line's contract where Hydra runs the show (../shared/design.md, "Exit codes").
 
+`check_overrides()` composes the config from the command line as Hydra is about to, so a mistake Hydra would
+report in its own way (an empty `ffn=`, `seed=abc`, a mistyped key) is one `error:` line and exit 2 instead.
 `guarded()` runs a command's body under glu_study.errors.cli_exit_codes. In a `-m` sweep a failed job must not end
 the sweep, so there it returns a `JobFailure` instead of exiting; `SweepReport` (a Hydra callback, conf/config.yaml)
 counts them and makes the sweep's exit status the number of failed jobs. `RunDirCheck` refuses a run directory that
@@ -28,6 +30,22 @@ class JobFailure:
     """What a failed job of a sweep returns (its `error:` line has been printed)."""
 
     code: int
+
+
+def check_overrides(config_name: str, argv: list[str]) -> None:
+    """One error line and exit 2 if the overrides do not compose (a sweep, --help or --cfg: left to Hydra)."""
+    if any(a.startswith("-") for a in argv):
+        return
+    from glu_study.config import compose
+
+    try:
+        compose(argv, config_name=config_name)
+    except Exception as e:  # Hydra's and OmegaConf's composition errors share no base class
+        cause = e.__cause__ or e.__context__
+        detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause) else ""
+        message = " ".join(str(e).split()).split(" Config search path:")[0]  # Hydra appends its search path
+        print(f"error: {message}{detail}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
 
 
 def in_sweep() -> bool:

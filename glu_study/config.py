@@ -165,6 +165,8 @@ class FinetuneConfig:
     # null: the hub (nyu-mll/glue, aps/super_glue, rajpurkar/squad). A directory: local copies in the hub's
     # schema, <data_dir>/<task>/<split>.jsonl (or .json/.parquet/.csv), read through the same loader.
     data_dir: str | None = None
+    # Every cache under one root, as pretraining's data.cache_dir: datasets' downloads and tokenised tasks.
+    cache_dir: str = "${oc.env:GLU_STUDY_CACHE,${oc.env:HOME}/.cache/glu_study}"
     seed: int = 0
     name: str = "${oc.select:task,unnamed}"
 

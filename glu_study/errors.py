@@ -33,6 +33,10 @@ class UnknownTaskError(ConfigError):
     """`task=` names no fine-tuning task or mixture."""
 
 
+class DirectoryBusyError(ConfigError):
+    """Another process is writing this run directory (it holds the lock); nothing of it may be touched."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf."""
 
@@ -40,11 +44,13 @@ class NonFiniteLossError(RuntimeError):
 @contextlib.contextmanager
 def cli_exit_codes(cleanup=lambda: None):
     """The command-line contract around a command's body: BadInputError -> `cleanup()` (remove what this
-    invocation created), one `error:` line, exit 2; NonFiniteLossError -> one `error:` line, exit 3."""
+    invocation created; never when another process owns the directory), one `error:` line, exit 2;
+    NonFiniteLossError -> one `error:` line, exit 3."""
     try:
         yield
     except BadInputError as e:
-        cleanup()
+        if not isinstance(e, DirectoryBusyError):
+            cleanup()
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
     except NonFiniteLossError as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import hydra
@@ -26,14 +27,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from glu_study.cli import guarded
+from glu_study.cli import check_overrides, guarded
 from glu_study.config import check_finetune
 from glu_study.data import load_hf_tokenizer
 from glu_study.errors import ConfigError, DataError
 from glu_study.finetuning.evaluation import evaluate_tasks
 from glu_study.finetuning.metrics import benchmark_averages
 from glu_study.finetuning.mixture import collate, encode_eval, encode_train, mixture_rates, sample_batch
-from glu_study.finetuning.tasks import TASKS, Task, load_split, resolve_tasks
+from glu_study.finetuning.tasks import TASKS, Task, check_hub, load_split, resolve_tasks
 from glu_study.training import run_dir as records
 from glu_study.training.checkpoints import Checkpointer
 from glu_study.training.loop import TrainLoop, seed_everything, setup_device
@@ -54,7 +55,8 @@ RESUMABLE_CHANGES = {
 def comparable(cfg: dict) -> dict:
     """The parts of a fine-tune's config that must match for its directory to be resumed."""
     settings = {k: v for k, v in cfg["finetune"].items() if k not in RESUMABLE_CHANGES}
-    return {**{k: v for k, v in cfg.items() if k not in ("logger", "finetune")}, "finetune": settings}
+    kept = {k: v for k, v in cfg.items() if k not in ("logger", "finetune", "cache_dir")}
+    return {**kept, "finetune": settings}
 
 
 def check_export(run_dir: Path) -> dict:
@@ -80,18 +82,19 @@ def check_export(run_dir: Path) -> dict:
     }
 
 
-def load_tasks(tasks: list[Task], run_dir: Path, data_dir, settings):
+def load_tasks(tasks: list[Task], run_dir: Path, data_dir, settings, cache_dir: str):
     """The tokenizer, each task's tokenised training set and its dev splits (rows, inputs, full size)."""
     spiece = run_dir / records.MODEL / "spiece.model"
     tok = load_hf_tokenizer(spiece)
     tokenizer_id = hashlib.sha256(spiece.read_bytes()).hexdigest()[:16]
+    hf_cache = str(Path(cache_dir) / "hf")
     train_sets, eval_sets = [], {}
     for task in tasks:
         train_sets.append(
-            encode_train(task, load_split(task, "train", data_dir), tok, settings, tokenizer_id)
+            encode_train(task, load_split(task, "train", data_dir, hf_cache), tok, settings, tokenizer_id)
         )
         eval_sets[task.name] = {
-            split: encode_eval(task, load_split(task, split, data_dir), tok, settings)
+            split: encode_eval(task, load_split(task, split, data_dir, hf_cache), tok, settings)
             for split in task.eval_splits
         }
     return tok, train_sets, eval_sets
@@ -150,9 +153,10 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
         raise DataError(f"data_dir={cfg.data_dir}: no such directory")
     run_dir = Path(cfg.run_dir).resolve()
     pretrained = check_export(run_dir)
+    check_hub(cfg.data_dir)
     device = setup_device(settings)
     # Data first: a bad dataset fails here, before anything is trained or written.
-    tok, train_sets, eval_sets = load_tasks(tasks, run_dir, cfg.data_dir, settings)
+    tok, train_sets, eval_sets = load_tasks(tasks, run_dir, cfg.data_dir, settings, cfg.cache_dir)
     rates = mixture_rates([len(d) for d in train_sets], settings.mixing_limit)
     # Scores on part of a dev split are pipeline checks, never comparable with the paper: say so in the record.
     truncated = any(len(rows) < total for splits in eval_sets.values() for rows, _, total in splits.values())
@@ -255,7 +259,9 @@ def main(cfg: DictConfig) -> None:
                 f"missing {' and '.join(f'{k}=' for k in missing)}; usage: python -m glu_study.finetune "
                 f"run_dir=<a finished pretraining run> task=<{', '.join(TASKS)}; or glue, superglue, squad, all>"
             )
-        record = finetune(cfg, out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)  # a -m sweep's job directory is not made by Hydra
+        with records.one_writer(out_dir):
+            record = finetune(cfg, out_dir)
         print_scores(record)
         return record
 
@@ -263,4 +269,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides("finetune", sys.argv[1:])
     main()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from pathlib import Path
 
 import hydra
@@ -24,7 +25,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from glu_study.cli import guarded
+from glu_study.cli import check_overrides, guarded
 from glu_study.config import check_logger, check_model, check_trainer
 from glu_study.data import PretrainData
 from glu_study.errors import BadInputError, ConfigError
@@ -226,4 +227,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("config", sys.argv[1:])
     main()

@@ -15,6 +15,7 @@ import numpy as np
 import regex
 
 from glu_study.errors import DataError, UnknownTaskError
+from glu_study.network import reachable
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,34 @@ def text_to_text(task: Task, row: dict, *, for_training: bool) -> list[tuple[str
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def load_split(task: Task, split: str, data_dir: str | Path | None = None):
-    """One split as a `datasets.Dataset`, from the hub, or from <data_dir>/<task>/<split>.<ext> when given."""
+LOCAL_COPIES = (
+    "give data_dir=DIR with local copies (README: Fine-tuning), or set HF_DATASETS_OFFLINE=1 to use the cache"
+)
+HUB_TIMEOUT_S = 5.0
+
+
+def check_hub(data_dir) -> None:
+    """Without data_dir= the tasks come from the hub: refuse at once, not after minutes of retries, when it cannot
+    be reached (unless datasets is told to work offline from its cache)."""
+    import os
+
+    from huggingface_hub.constants import ENDPOINT
+
+    offline = any(
+        os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE")
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+    if data_dir is None and not offline and not reachable(ENDPOINT, HUB_TIMEOUT_S):
+        raise DataError(
+            f"the Hugging Face hub ({ENDPOINT}) is not reachable within {HUB_TIMEOUT_S:g} s; {LOCAL_COPIES}"
+        )
+
+
+def load_split(
+    task: Task, split: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None
+):
+    """One split as a `datasets.Dataset`, from the hub, or from <data_dir>/<task>/<split>.<ext> when given;
+    `datasets` keeps its cache (and the tokenised maps derived from it) under `cache_dir`."""
     import datasets
 
     if data_dir is not None:
@@ -202,13 +229,20 @@ def load_split(task: Task, split: str, data_dir: str | Path | None = None):
             )
         path = found[0]
         try:
-            ds = datasets.load_dataset(_BUILDERS[path.suffix], data_files={split: str(path)}, split=split)
+            ds = datasets.load_dataset(
+                _BUILDERS[path.suffix], data_files={split: str(path)}, split=split, cache_dir=cache_dir
+            )
         except Exception as e:  # a malformed file: say which, not a traceback from the builder
             raise DataError(f"{task.name} {split}: cannot read {path}: {e}") from e
         source = str(path)
     else:
-        ds = datasets.load_dataset(task.hub[0], task.hub[1], split=split)
         source = "/".join(x for x in task.hub if x)
+        try:
+            ds = datasets.load_dataset(task.hub[0], task.hub[1], split=split, cache_dir=cache_dir)
+        except (OSError, ValueError) as e:  # no network and no cached copy, in the hub libraries' many ways
+            raise DataError(
+                f"{task.name} {split}: cannot load {source} ({type(e).__name__}); {LOCAL_COPIES}"
+            ) from e
     check_schema(task, ds, f"{task.name} {split} ({source})")
     return ds
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from glu_study.errors import ConfigError
+from glu_study.errors import ConfigError, DirectoryBusyError
 from glu_study.files import atomic_dir, write_json_atomic, write_text_atomic
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
@@ -49,14 +49,14 @@ def holds_only_hydra_files(path: Path) -> bool:
 @contextmanager
 def one_writer(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on <directory>/.lock for the block; a second process on the same directory is refused
-    (ConfigError) instead of racing it. The OS releases the lock when its holder exits or dies, so a killed run
+    (DirectoryBusyError) instead of racing it. The OS releases the lock when its holder exits or dies, so a killed run
     never leaves a stale lock behind."""
     fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ConfigError(
+        raise DirectoryBusyError(
             f"{directory} is being written by another process (it holds {directory / LOCK}); "
             "wait for it to finish, or choose another run directory"
         ) from None

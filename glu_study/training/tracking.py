@@ -14,35 +14,24 @@ import json
 import netrc
 import os
 import secrets
-import socket
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
 from glu_study.errors import ConfigError
+from glu_study.network import host_port, reachable
 from glu_study.training.run_dir import METRICS, keep_metrics_until
 
 
-def wandb_server() -> tuple[str, int]:
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
-
-
-def server_reachable(timeout_s: float) -> bool:
-    """Can a TCP connection to the W&B server be opened within `timeout_s`? (DNS failure counts as no.)"""
-    try:
-        socket.create_connection(wandb_server(), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
+def wandb_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
 
 
 def wandb_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = wandb_server()[0]
+    host = host_port(wandb_url())[0]
     try:
         return netrc.netrc().authenticators(host) is not None  # what `wandb login` writes
     except (FileNotFoundError, netrc.NetrcParseError):
@@ -55,9 +44,9 @@ def resolve_mode(mode: str, timeout_s: float) -> str:
         return mode
     if mode == "auto" and not wandb_key_configured():
         return "offline"
-    if server_reachable(timeout_s):
+    if reachable(wandb_url(), timeout_s):
         return "online"
-    host, port = wandb_server()
+    host, port = host_port(wandb_url())
     if mode == "online":
         raise ConfigError(
             f"logger.mode=online but the W&B server {host}:{port} did not answer within {timeout_s:g} s; "

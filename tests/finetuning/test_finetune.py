@@ -3,7 +3,9 @@ the report, exact resume, SIGTERM, -m sweeps, presets, and bad input."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -252,3 +254,34 @@ def test_bad_input_one_error_nonzero_exit_nothing_written(pretrained, tmp_path):
     r = run_cli("glu_study.finetune", f"run_dir={run_dir}", "task=rte", f"data_dir={bad}", "name=bad")
     assert r.returncode == 2 and "unexpected schema" in r.stderr
     assert r.stderr.count("error:") == 1 and not (run_dir / "finetune" / "bad").exists()
+
+
+def test_offline_without_data_dir_is_a_fast_clear_error(pretrained):
+    """No route to the hub and no data_dir=: one error line at once (not minutes of retries), nothing left."""
+    run_dir, _ = pretrained
+    before = (
+        sorted(p.name for p in (run_dir / "finetune").iterdir()) if (run_dir / "finetune").exists() else []
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # a closed port
+    start = time.monotonic()
+    r = run_cli("glu_study.finetune", f"run_dir={run_dir}", "task=rte", "name=offline", env=env)
+    assert (
+        r.returncode == 2 and r.stderr.startswith("error: the Hugging Face hub") and r.stderr.count("\n") == 1
+    )
+    assert "data_dir=DIR" in r.stderr and time.monotonic() - start < 60
+    after = (
+        sorted(p.name for p in (run_dir / "finetune").iterdir()) if (run_dir / "finetune").exists() else []
+    )
+    assert after == before
+
+
+def test_a_second_fine_tune_on_the_same_directory_is_refused(pretrained):
+    run_dir, data = pretrained
+    out = run_dir / "finetune" / "locked"
+    out.mkdir(parents=True)
+    with open(out / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running fine-tune of this name holds
+        r = run_cli("glu_study.finetune", f"run_dir={run_dir}", "task=rte", "name=locked", f"data_dir={data}")
+    assert r.returncode == 2 and "being written by another process" in r.stderr and r.stderr.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == [".lock"]  # the owner's directory is left alone

@@ -62,3 +62,10 @@ def test_local_files_in_the_hub_schema(tmp_path):
     write_split(tmp_path / "sst2" / "train.jsonl", [{"sentence": "x", "label": 7, "idx": 0}])
     with pytest.raises(DataError, match="class ids"):
         load_split(TASKS["sst2"], "train", tmp_path)
+
+
+def test_datasets_cache_stays_under_the_given_root(tmp_path):
+    """Fine-tuning keeps datasets' cache under GLU_STUDY_CACHE (finetune passes <cache_dir>/hf), not ~/.cache."""
+    write_split(tmp_path / "data" / "rte" / "train.jsonl", classification_rows(10))
+    load_split(TASKS["rte"], "train", tmp_path / "data", tmp_path / "cache")
+    assert list((tmp_path / "cache").rglob("*.arrow"))

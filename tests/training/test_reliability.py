@@ -161,3 +161,13 @@ def test_report_warns_about_unfinished_runs_and_names_a_damaged_record(finished_
     (sweep / "unfinished" / "metrics.jsonl").unlink()
     (sweep / "done" / "summary.json").write_text('{"name": ')
     assert_one_error_line(run_cli("glu_study.report", str(sweep), cwd=tmp_path), "done: damaged run record")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [("ffn=", "Could not find 'ffn/'"), ("seed=abc", "seed=abc"), ("trainer.max_step=3", "trainer.max_step")],
+)
+def test_hydra_level_mistakes_are_one_error_line(tmp_path, override, fragment):
+    run_dir = tmp_path / "run"
+    assert_one_error_line(train(run_dir, override), fragment)
+    assert not run_dir.exists()
