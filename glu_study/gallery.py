@@ -18,7 +18,7 @@ import torch
 
 from glu_study.config import ROOT
 from glu_study.ffn import activation_fn, get_variant
-from glu_study.reporting.figures import savefig
+from glu_study.reporting.figures import pyplot, savefig
 
 # (label, registry variant whose activation is drawn)
 ACTIVATIONS = [
@@ -56,10 +56,7 @@ def gated_surface(variant: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
 
 
 def plot_activations(path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = torch.linspace(-5, 5, 1001)
     fig, axes = plt.subplots(3, 3, figsize=(11, 9), sharex=True)
@@ -82,10 +79,7 @@ def plot_activations(path: Path) -> None:
 
 
 def plot_gated_units(path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     g = torch.linspace(-3, 3, 241)
     a, b = torch.meshgrid(g, g, indexing="xy")

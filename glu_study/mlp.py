@@ -28,7 +28,7 @@ from transformers.models.t5.modeling_t5 import T5LayerFF
 from glu_study.config import ROOT
 from glu_study.errors import DataError
 from glu_study.ffn import PAPER_VARIANTS, VARIANTS, Variant, get_variant
-from glu_study.reporting.figures import savefig
+from glu_study.reporting.figures import pyplot, savefig
 
 # ---------------------------------------------------------------------------------------------------------
 # Data
@@ -191,10 +191,7 @@ def load_records(path: Path) -> tuple[list[MLPResult], str, str]:
 
 
 def write_results(results: list[MLPResult], dataset: str, out: Path, settings: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out.mkdir(parents=True, exist_ok=True)
     variants = list(dict.fromkeys(r.variant for r in results))

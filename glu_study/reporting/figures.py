@@ -17,12 +17,26 @@ def savefig(fig, path: Path) -> None:
     fig.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches="tight")
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (reports are made on machines without a screen)."""
+    plt = pyplot()
+    return plt
+
+
+def finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:
+    """Label, grid, save (byte-stable) and close one report figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    savefig(fig, path)
+    pyplot().close(fig)
+
+
 def plot_curves(records: list[RunRecord], stats: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     cmap = plt.get_cmap("tab10")
     for i, v in enumerate(stats):
@@ -42,21 +56,18 @@ def plot_curves(records: list[RunRecord], stats: dict, path: Path) -> None:
         )
         if len(runs) > 1:
             ax.fill_between(steps, vals.min(0), vals.max(0), color=cmap(i % 10), alpha=0.15, linewidth=0)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("held-out log-perplexity (nats / target token)")
-    ax.set_title("Eval log-perplexity: mean over seeds, band = min..max (dashed: non-gated)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    savefig(fig, path)
-    plt.close(fig)
+    finish(
+        fig,
+        ax,
+        path,
+        xlabel="training step",
+        ylabel="held-out log-perplexity (nats / target token)",
+        title="Eval log-perplexity: mean over seeds, band = min..max (dashed: non-gated)",
+    )
 
 
 def plot_ranking(stats: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     common = [v for v in stats if v in TABLE1]
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for v in common:
@@ -77,9 +88,12 @@ def plot_ranking(stats: dict, path: Path) -> None:
             xytext=(4, 4),
             textcoords="offset points",
         )
-    ax.set_xlabel("paper: log-perplexity at 65,536 steps (± std)")
-    ax.set_ylabel("ours: final log-perplexity (± std over seeds)")
-    ax.set_title("Ours vs paper (red: gated, blue: non-gated)")
-    ax.grid(alpha=0.3)
-    savefig(fig, path)
-    plt.close(fig)
+    finish(
+        fig,
+        ax,
+        path,
+        xlabel="paper: log-perplexity at 65,536 steps (± std)",
+        ylabel="ours: final log-perplexity (± std over seeds)",
+        title="Ours vs paper (red: gated, blue: non-gated)",
+        legend=False,
+    )

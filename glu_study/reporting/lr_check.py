@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from glu_study.ffn import get_variant, paper_order
-from glu_study.reporting.figures import savefig
+from glu_study.reporting.figures import finish, pyplot
 from glu_study.reporting.records import RunRecord
 
 
@@ -75,23 +75,19 @@ def lr_reading(finals: dict[str, dict[float, list[float]]], baseline: str) -> li
 
 
 def plot_lr_check(records: list[RunRecord], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for v, by_p in mean_finals(records).items():
         ps = sorted(by_p)
         ax.plot(ps, [np.mean(by_p[p]) for p in ps], marker="o", label=get_variant(v).paper_name)
     ax.set_xscale("log")
-    ax.set_xlabel("learning-rate plateau")
-    ax.set_ylabel("final held-out log-perplexity")
-    ax.set_title("Learning-rate check (mean over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    savefig(fig, path)
-    plt.close(fig)
+    finish(
+        fig,
+        ax,
+        path,
+        xlabel="learning-rate plateau",
+        ylabel="final held-out log-perplexity",
+        title="Learning-rate check (mean over seeds)",
+    )
 
 
 def write_lr_check(records: list[RunRecord], out_dir: Path, title: str) -> str:
