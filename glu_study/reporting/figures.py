@@ -19,7 +19,11 @@ def savefig(fig, path: Path) -> None:
 
 def pyplot():
     """matplotlib's pyplot on the file-only backend (reports are made on machines without a screen)."""
-    plt = pyplot()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 

@@ -66,10 +66,12 @@ def lr_reading(finals: dict[str, dict[float, list[float]]], baseline: str) -> li
             common = sorted(set(finals[v]) & set(finals[baseline]))
             gaps = [np.mean(finals[v][p]) - np.mean(finals[baseline][p]) for p in common]
             same_sign = all(g < 0 for g in gaps) or all(g > 0 for g in gaps)
+            widest, narrowest = common[int(np.argmax(np.abs(gaps)))], common[int(np.argmin(np.abs(gaps)))]
             lines.append(
                 f"- {get_variant(v).paper_name} − FFN_ReLU at every plateau: "
                 + ", ".join(f"{g:+.4f}" for g in gaps)
-                + (" — the same sign at every rate." if same_sign else " — the sign depends on the rate.")
+                + (" — the same sign at every rate" if same_sign else " — the sign depends on the rate")
+                + f"; its size depends on the rate: largest at plateau {widest:g}, smallest at {narrowest:g}."
             )
     return lines
 
@@ -80,6 +82,9 @@ def plot_lr_check(records: list[RunRecord], path: Path) -> None:
         ps = sorted(by_p)
         ax.plot(ps, [np.mean(by_p[p]) for p in ps], marker="o", label=get_variant(v).paper_name)
     ax.set_xscale("log")
+    plateaus = sorted({r.plateau for r in records})
+    ax.minorticks_off()
+    ax.set_xticks(plateaus, [f"{p:g}" for p in plateaus])  # the tested rates, not the log axis' decades
     finish(
         fig,
         ax,
