@@ -10,7 +10,7 @@ import numpy as np
 
 from glu_study.ffn import get_variant, paper_order
 from glu_study.reporting.figures import finish, pyplot
-from glu_study.reporting.records import RunRecord
+from glu_study.reporting.records import RunRecord, unigram_floor
 
 
 def is_lr_check(records: list[RunRecord]) -> bool:
@@ -35,8 +35,12 @@ def lr_check_markdown(records: list[RunRecord], title: str, baseline: str = "rel
     w(
         f"Final held-out log-perplexity after {', '.join(map(str, sorted({r.steps for r in records})))} steps at "
         f"each learning-rate plateau (lr x rsqrt(max(step, warmup))), mean over seeds "
-        f"{', '.join(map(str, sorted({r.seed for r in records})))}; {len(records)} runs.\n\n"
+        f"{', '.join(map(str, sorted({r.seed for r in records})))}; {len(records)} runs."
     )
+    floor = unigram_floor(records)
+    if floor is not None:
+        w(f" Unigram floor of the held-out set (a model that knows only token frequencies): {floor:.4f}.")
+    w("\n\n")
     others = [v for v in variants if v != baseline]
     w("| plateau | " + " | ".join(get_variant(v).paper_name for v in variants))
     w("".join(f" | Δ {get_variant(v).paper_name} − ReLU" for v in others if baseline in finals) + " |\n")

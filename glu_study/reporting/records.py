@@ -96,6 +96,12 @@ def _read_run_dir(run_dir: Path) -> RunRecord:
     )
 
 
+def unigram_floor(records: list[RunRecord]) -> float | None:
+    """The held-out set's unigram floor, if the runs recorded it (one set per study, so one value)."""
+    floors = {round(r.unigram_floor, 6) for r in records if r.unigram_floor is not None}
+    return floors.pop() if len(floors) == 1 else None
+
+
 def find_run_dirs(paths: list[Path], warn=print) -> list[Path]:
     """Run directories (holding summary.json) given as themselves or anywhere below the given paths. Runs that
     have not finished (metrics but no summary.json) are left out, each with a warning."""

@@ -18,7 +18,7 @@ import numpy as np
 from glu_study.ffn import get_variant, paper_order
 from glu_study.paper import SOURCE, TABLE1
 from glu_study.reporting.figures import plot_curves, plot_ranking
-from glu_study.reporting.records import METRIC, RunRecord
+from glu_study.reporting.records import METRIC, RunRecord, unigram_floor
 
 # The paper's claim, "GLU variants improve the Transformer", is tested on the four gated variants with a
 # non-trivial or identity gate that the paper recommends; GLU (sigmoid), GELU and Swish get CIs and plain p-values.
@@ -121,12 +121,6 @@ def paired_spread(stats: dict[str, VariantStats]) -> float | None:
     """The pooled sd of per-seed differences from FFN_ReLU over every comparison (what seeds must average out)."""
     sds = [s.paired_sd for s in stats.values() if s.paired_sd is not None]
     return float(math.sqrt(np.mean(np.square(sds)))) if sds else None
-
-
-def unigram_floor(records: list[RunRecord]) -> float | None:
-    """The held-out set's unigram floor, if the runs recorded it (one set per study, so one value)."""
-    floors = {round(r.unigram_floor, 6) for r in records if r.unigram_floor is not None}
-    return floors.pop() if len(floors) == 1 else None
 
 
 def paper_ranks(variants: list[str]) -> dict[str, int]:

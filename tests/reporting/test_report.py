@@ -118,6 +118,10 @@ def test_lr_check_preset_and_report(tmp_path):
         )
         a, b = relu["eval/log_perplexity"], swiglu["eval/log_perplexity"]
         assert f"| {plateau} | {a:.4f} | {b:.4f} | {b - a:+.4f} |" in text
+    floor = json.loads((sweep / "relu-lr1.0-s0" / "summary.json").read_text())["eval/unigram_floor"]
+    assert (
+        f"Unigram floor of the held-out set (a model that knows only token frequencies): {floor:.4f}." in text
+    )
     assert (out / "lr_check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "table1.md").exists()
 
