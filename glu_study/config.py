@@ -1,4 +1,4 @@
-"""The configuration: structured schemas for the Hydra tree in conf/, composing it, and checking settings.
+"""The configuration: structured schemas for the Hydra trees (conf/, conf_finetune/), composing them, and checks.
 
 Each group's YAML is merged into one of these dataclasses at compose time, so a mistyped key
 (`trainer.max_step=5`) or a wrong type (`trainer.batch_size=big`) fails before anything runs. What a type cannot
@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from glu_study.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: conf/ and the committed reports/
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "conf"  # pretraining (`python -m glu_study.train`)
+# Fine-tuning has its own tree, so `train --help` lists only what train can use; it reads the shared groups
+# (logger, hydra/launcher) from conf/ through `hydra.searchpath`, which needs an absolute path: Hydra resolves a
+# relative file:// path against the current directory, not the config file.
+FINETUNE_CONF_DIR = ROOT / "conf_finetune"
+OmegaConf.register_new_resolver("glu_study.conf_dir", lambda: CONF_DIR.as_posix(), replace=True)
 
 
 @dataclass
@@ -124,7 +129,7 @@ class Config:
 
 @dataclass
 class FinetuneSettings:
-    """conf/finetune/*.yaml: how a pretrained run is fine-tuned (the paper: Adafactor, constant 1e-3, dropout 0.1)."""
+    """conf_finetune/finetune/*.yaml: how a pretrained run is fine-tuned (the paper: Adafactor, constant 1e-3, dropout 0.1)."""
 
     max_steps: int = 1000
     batch_size: int = 32  # examples per optimizer step, drawn from the task mixture
@@ -154,7 +159,7 @@ class FinetuneSettings:
 
 @dataclass
 class FinetuneConfig:
-    """conf/finetune.yaml: `python -m glu_study.finetune run_dir=DIR task=NAME`."""
+    """conf_finetune/finetune.yaml: `python -m glu_study.finetune run_dir=DIR task=NAME`."""
 
     run_dir: str = MISSING  # a pretraining run directory holding model/ (the Hugging Face export)
     task: str = (
@@ -177,11 +182,13 @@ ConfigStore.instance().store(name="config_schema", node=Config)
 ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "config", config_dir: Path = CONF_DIR):
-    """Compose the real conf tree outside a Hydra app (tests, scripts)."""
+def compose(overrides: list[str] | None = None, config_name: str = "config", config_dir: Path | None = None):
+    """Compose the real conf tree outside a Hydra app (tests, scripts); `finetune` reads conf_finetune/."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    if config_dir is None:
+        config_dir = FINETUNE_CONF_DIR if config_name == "finetune" else CONF_DIR
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
 

@@ -238,11 +238,11 @@ def _remove_job_dirs(out_dir: Path, run_dir: Path) -> None:
         d = d.parent
 
 
-@hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
+@hydra.main(config_path="../conf_finetune", config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     missing = [k for k in ("run_dir", "task") if OmegaConf.is_missing(cfg, k)]
-    # Without run_dir=, Hydra's run directory sits under a placeholder (conf/finetune.yaml): remove all of it.
+    # Without run_dir=, Hydra's run directory sits under a placeholder (conf_finetune/finetune.yaml): remove all of it.
     run_dir = hydra_dir.parent.parent if missing else Path(cfg.run_dir).resolve()
     out_dir = hydra_dir if missing else records.finetune_dir(run_dir, cfg.name)
     fresh = records.holds_only_hydra_files(out_dir) or not out_dir.exists()

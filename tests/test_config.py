@@ -91,3 +91,22 @@ def test_edited_ffn_yaml_is_refused():
     cfg = compose(["ffn=swiglu", "ffn.activation=relu"])
     with pytest.raises(ValueError, match="registry"):
         check_variant_config(cfg.ffn)
+
+
+def help_groups(command: str, cwd) -> dict[str, set[str]]:
+    """The `== Configuration groups ==` section of `python -m <command> --help`, as {group: options}."""
+    r = run_cli(command, "--help", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    section = r.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    lines = [line.split(": ", 1) for line in section.splitlines() if ": " in line]
+    return {group: set(options.split(", ")) for group, options in lines}
+
+
+def test_each_command_lists_only_the_groups_it_can_use(tmp_path):
+    # From another directory: the fine-tuning tree finds the shared logger group by an absolute search path.
+    train = help_groups("glu_study.train", tmp_path)
+    assert set(train) == {"data", "experiment", "ffn", "logger", "model", "trainer"}
+    assert "table2_paper" not in train["experiment"] and "table1_cpu" in train["experiment"]
+    finetune = help_groups("glu_study.finetune", tmp_path)
+    assert finetune == {"experiment": {"table2_paper"}, "finetune": {"cpu", "paper"}}
+    assert compose(["run_dir=x", "task=rte", "logger=offline"], config_name="finetune").logger.mode == "offline"
