@@ -109,4 +109,5 @@ def test_each_command_lists_only_the_groups_it_can_use(tmp_path):
     assert "table2_paper" not in train["experiment"] and "table1_cpu" in train["experiment"]
     finetune = help_groups("glu_study.finetune", tmp_path)
     assert finetune == {"experiment": {"table2_paper"}, "finetune": {"cpu", "paper"}}
-    assert compose(["run_dir=x", "task=rte", "logger=offline"], config_name="finetune").logger.mode == "offline"
+    shared = compose(["run_dir=x", "task=rte", "logger=offline"], config_name="finetune")
+    assert shared.logger.mode == "offline"
