@@ -3,8 +3,9 @@
     python -m glu_study.gallery [--out reports/figures]
 
 activations.png: each activation and its derivative (by autograd) on [-5, 5] — sigmoid, tanh, ReLU, LeakyReLU,
-ELU, GELU (exact erf and the tanh approximation), Swish/SiLU, Mish. gated_units.png: the response surface
-phi(a) * b of GLU, Bilinear, ReGLU, GEGLU and SwiGLU, where a = xW and b = xV are the two projections.
+ELU, GELU (exact erf and the tanh approximation), Swish/SiLU, Mish, and the later challengers squared ReLU and
+xIELU (at its initial scalars; they are learned per block). gated_units.png: the response surface phi(a) * b of
+GLU, Bilinear, ReGLU, GEGLU, SwiGLU, ReGLU² and xIELUGLU, where a = xW and b = xV are the two projections.
 Every curve comes from `glu_study.ffn.activation_fn`, i.e. the HF ACT2FN object the T5 block applies.
 """
 
@@ -31,8 +32,11 @@ ACTIVATIONS = [
     ("GELU, tanh approx.", "gelu"),
     ("Swish / SiLU", "swish"),
     ("Mish", "mish"),
+    ("ReLU² (Primer)", "relu2"),
+    ("xIELU, initial scalars", "xielu"),
 ]
-GATED = ["glu", "bilinear", "reglu", "geglu", "swiglu"]
+GATED = ["glu", "bilinear", "reglu", "geglu", "swiglu", "reglu2", "xieluglu"]
+COLUMNS = 4  # panels per row in both figures
 
 
 def curve(variant: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,15 +56,18 @@ def gelu_tanh_vs_erf_max_diff(lo: float = -5.0, hi: float = 5.0, n: int = 100_00
 
 def gated_surface(variant: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """phi(a) * b: the gated unit's output for gate pre-activation a and linear branch b."""
-    return activation_fn(variant)(a) * b
+    return activation_fn(variant)(a).detach() * b  # xIELU: its scalars are parameters
 
 
 def plot_activations(path: Path) -> None:
     plt = pyplot()
 
     x = torch.linspace(-5, 5, 1001)
-    fig, axes = plt.subplots(3, 3, figsize=(11, 9), sharex=True)
-    for ax, (label, variant) in zip(axes.flat, ACTIVATIONS, strict=True):
+    rows = -(-len(ACTIVATIONS) // COLUMNS)
+    fig, axes = plt.subplots(rows, COLUMNS, figsize=(3.7 * COLUMNS, 3 * rows), sharex=True)
+    for ax in axes.flat[len(ACTIVATIONS) :]:
+        ax.set_axis_off()
+    for ax, (label, variant) in zip(axes.flat, ACTIVATIONS, strict=False):
         y, dy = curve(variant, x)
         ax.plot(x.numpy(), y.numpy(), label="f(x)")
         ax.plot(x.numpy(), dy.numpy(), "--", label="f'(x)")
@@ -83,8 +90,11 @@ def plot_gated_units(path: Path) -> None:
 
     g = torch.linspace(-3, 3, 241)
     a, b = torch.meshgrid(g, g, indexing="xy")
-    fig, axes = plt.subplots(1, len(GATED), figsize=(4 * len(GATED), 3.8))
-    for ax, v in zip(axes, GATED, strict=True):
+    rows = -(-len(GATED) // COLUMNS)
+    fig, axes = plt.subplots(rows, COLUMNS, figsize=(4 * COLUMNS, 3.8 * rows))
+    for ax in axes.flat[len(GATED) :]:
+        ax.set_axis_off()
+    for ax, v in zip(axes.flat, GATED, strict=False):
         z = gated_surface(v, a, b).numpy()
         lim = float(abs(z).max())
         im = ax.pcolormesh(a.numpy(), b.numpy(), z, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")

@@ -71,18 +71,19 @@ def param_counts(
     m = model_cfg
     d, inner, d_ff = m.d_model, m.num_heads * m.d_kv, variant.d_ff(m.d_ff)
     attn = 4 * d * inner  # q, k, v, o
-    ffn = variant.num_matrices * d * d_ff
+    ffn_matmul = variant.num_matrices * d * d_ff
+    ffn = ffn_matmul + variant.act_params  # xIELU's learnable scalars: parameters, but no multiply-adds
     rel_bias = m.relative_attention_num_buckets * m.num_heads  # first layer of each stack only
     enc = m.num_layers * (attn + ffn + 2 * d) + rel_bias + d  # 2 layer norms per layer, final layer norm
     dec = m.num_decoder_layers * (2 * attn + ffn + 3 * d) + rel_bias + d
     embedding = vocab_size * d  # shared by encoder, decoder and the (tied) softmax
-    flops_in = 2 * m.num_layers * (attn + 2 * inputs_length * inner + ffn) + 2 * m.num_decoder_layers * (
-        2 * d * inner
-    )
+    flops_in = 2 * m.num_layers * (
+        attn + 2 * inputs_length * inner + ffn_matmul
+    ) + 2 * m.num_decoder_layers * (2 * d * inner)
     flops_tgt = (
         2
         * m.num_decoder_layers
-        * (attn + 2 * targets_length * inner + 2 * d * inner + 2 * inputs_length * inner + ffn)
+        * (attn + 2 * targets_length * inner + 2 * d * inner + 2 * inputs_length * inner + ffn_matmul)
         + 2 * d * vocab_size
     )
     return {

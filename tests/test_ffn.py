@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -77,7 +78,7 @@ def test_conf_file_matches_registry(name):
     assert {p.stem for p in (CONF_DIR / "ffn").glob("*.yaml")} == set(VARIANTS)
 
 
-@pytest.mark.parametrize("size", ["t5_tiny", "t5_mini", "t5_small", "t5_base"])
+@pytest.mark.parametrize("size", list(MODEL_SIZES))
 def test_compute_matching_parameter_parity(size):
     m = MODEL_SIZES[size]
     ref = param_counts(m, get_variant("relu"), 32100)
@@ -145,7 +146,17 @@ PHI = {
     "leaky_reglu": lambda a: F.leaky_relu(a, 0.01),
     "eluglu": F.elu,
     "mishglu": lambda a: a * torch.tanh(F.softplus(a)),
+    "relu2": lambda a: F.relu(a) ** 2,
+    "reglu2": lambda a: F.relu(a) ** 2,
 }
+
+
+def xielu_by_hand(x, act):
+    """arXiv 2411.13010, eq. 6, with the block's own scalars (as its own matrices are used for W, V, W2):
+    alpha_p = softplus(a_p), alpha_n = beta + softplus(a_n), kept in the dtype transformers gives them."""
+    alpha_p, alpha_n = F.softplus(act.alpha_p), act.beta + F.softplus(act.alpha_n)
+    neg = alpha_n * (torch.expm1(torch.clamp(x, max=act.eps)) - x) + act.beta * x
+    return torch.where(x > 0, alpha_p * x * x + act.beta * x, neg)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -157,16 +168,41 @@ def test_ffn_block_equals_paper_formula(name):
     x = torch.randn(3, 7, TINY.d_model, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         got = block(x)
+        phi = PHI.get(name) or partial(xielu_by_hand, act=block.act)
         if v.is_gated_act:
             W, V, W2 = block.wi_0.weight.T, block.wi_1.weight.T, block.wo.weight.T
-            want = (PHI[name](x @ W) * (x @ V)) @ W2
+            want = (phi(x @ W) * (x @ V)) @ W2
         else:
             W1, W2 = block.wi.weight.T, block.wo.weight.T
-            want = PHI[name](x @ W1) @ W2
+            want = phi(x @ W1) @ W2
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["swiglu", "gelu"])
+def test_xielu_scalars_initialised_counted_and_trained():
+    """Two learnable scalars per FFN block (alpha_p, alpha_n through a softplus, both 0.8 at init)."""
+    model = build_model(TINY, get_variant("xielu"), VOCAB, seed=0)
+    acts = [m for n, m in model.named_modules() if n.endswith("DenseReluDense.act")]
+    assert len(acts) == TINY.num_layers + TINY.num_decoder_layers
+    assert len({id(a) for a in acts}) == len(acts)  # one pair per block, not one shared pair
+    for act in acts:
+        torch.testing.assert_close(F.softplus(act.alpha_p.float()), torch.tensor([0.8]), atol=4e-3, rtol=0)
+        torch.testing.assert_close(
+            act.beta + F.softplus(act.alpha_n.float()), torch.tensor([0.8]), atol=4e-3, rtol=0
+        )
+        assert float(act.beta) == 0.5 and not act.beta.requires_grad
+    relu = count_parameters(build_model(TINY, get_variant("relu"), VOCAB, seed=0))["params"]
+    assert (
+        count_parameters(model)["params"] - relu
+        == 2 * len(acts)
+        == param_counts(TINY, get_variant("xielu"), VOCAB)["params"]
+        - param_counts(TINY, get_variant("relu"), VOCAB)["params"]
+    )
+    ids = torch.randint(3, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids[:, :5].clone()).loss.backward()
+    assert all(a.alpha_p.grad is not None and a.alpha_p.grad.abs().sum() > 0 for a in acts)
+
+
+@pytest.mark.parametrize("name", ["swiglu", "gelu", "xielu"])
 def test_export_round_trip_identical_logits(name, tmp_path):
     model = build_model(TINY, get_variant(name), VOCAB, seed=3).eval()
     model.save_pretrained(tmp_path)

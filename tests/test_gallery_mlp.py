@@ -48,12 +48,21 @@ FORMULAS = {
             + x * (1 - torch.tanh(torch.log1p(torch.exp(x))) ** 2) * torch.sigmoid(x)
         ),
     ),
+    "relu2": (lambda x: torch.clamp(x, min=0) ** 2, lambda x: 2 * torch.clamp(x, min=0)),
+    # xIELU (arXiv 2411.13010) at its initial scalars alpha_p = alpha_n = 0.8, beta = 0.5 (eps = -1e-6 is
+    # between the test points' grid and 0, so it does not show here)
+    "xielu": (
+        lambda x: torch.where(x > 0, 0.8 * x * x + 0.5 * x, 0.8 * (torch.expm1(x) - x) + 0.5 * x),
+        lambda x: torch.where(x > 0, 1.6 * x + 0.5, 0.8 * torch.expm1(x) + 0.5),
+    ),
 }
+# transformers stores xIELU's scalars in bf16 (as softplus inverses): alpha_p comes out 0.8008, alpha_n 0.8027
+TOLERANCE = {"xielu": dict(rtol=5e-3, atol=5e-3)}
 
 
 def test_gallery_covers_the_background_activations():
     assert {v for _, v in gallery.ACTIVATIONS} == set(FORMULAS)
-    assert gallery.GATED == ["glu", "bilinear", "reglu", "geglu", "swiglu"]
+    assert gallery.GATED == ["glu", "bilinear", "reglu", "geglu", "swiglu", "reglu2", "xieluglu"]
 
 
 @pytest.mark.parametrize("variant", list(FORMULAS))
@@ -61,8 +70,8 @@ def test_each_curve_matches_its_formula(variant):
     x = torch.tensor([-4.5, -2.0, -0.7, -0.1, 0.3, 1.0, 2.5, 4.9], dtype=torch.float64)
     y, dy = gallery.curve(variant, x)
     f, df = FORMULAS[variant]
-    torch.testing.assert_close(y, f(x), rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(dy, df(x).to(x.dtype), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y, f(x), **TOLERANCE.get(variant, dict(rtol=1e-6, atol=1e-7)))
+    torch.testing.assert_close(dy, df(x).to(x.dtype), **TOLERANCE.get(variant, dict(rtol=1e-5, atol=1e-6)))
 
 
 def test_gated_surfaces_and_gelu_difference():
@@ -72,6 +81,7 @@ def test_gated_surfaces_and_gelu_difference():
     torch.testing.assert_close(gallery.gated_surface("bilinear", a, b), a * b)
     torch.testing.assert_close(gallery.gated_surface("reglu", a, b), torch.relu(a) * b)
     torch.testing.assert_close(gallery.gated_surface("swiglu", a, b), a * torch.sigmoid(a) * b)
+    torch.testing.assert_close(gallery.gated_surface("reglu2", a, b), torch.relu(a) ** 2 * b)
     err, at = gallery.gelu_tanh_vs_erf_max_diff()
     assert 1e-4 < err < 1e-3 and 2 < abs(at) < 3.5  # the well-known ~4.7e-4 gap
     assert type(activation_fn("gelu")) is type(activation_fn("geglu"))  # the two paper GELUs are one function

@@ -22,6 +22,17 @@ Compute matching: a gated block has three d_model x d_ff matrices instead of two
 model's base d_ff (T5-base: 3072 -> 2048), rounded to a multiple of 8 (tensor-core friendly) when 2/3 is not
 an integer. `python -m glu_study.ffn --model t5_base` prints the resulting table (glu_study/ffn/__main__.py).
 
+Later challengers (not in the paper), compute-matched the same way:
+  * squared ReLU, relu(x)^2 (So et al. 2021, "Primer", arXiv 2109.08668): HF's `relu2`; `reglu2` is its gated
+    twin, phi = ReLU^2 (Primer's own gated form).
+  * xIELU (Huang & Schlag 2024, arXiv 2411.13010): HF's `xielu`, x > 0: a_p x^2 + b x, x <= 0:
+    a_n (expm1(min(x, eps)) - x) + b x, with two *learnable* scalars per FFN block (a_p, a_n, stored through a
+    softplus, initialised to 0.8 each) and two fixed buffers (b = 0.5, eps = -1e-6). Every block gets its own
+    pair, so a model has 2 x (encoder + decoder layers) more parameters (16 at t5_tiny: `act_params` counts them;
+    0.001% of the FFN). transformers creates them in bf16 (its default, and `from_pretrained` restores them in
+    bf16 too); we keep them as the library builds them, so an export round-trips exactly. `xieluglu` is its
+    gated twin, phi = xIELU.
+
 A variant's two facts carry HF's own names: `dense_act_fn` (the ACT2FN key) and `is_gated_act`, exactly what
 `T5Config` derives from `feed_forward_proj`. The conf/ffn/*.yaml files state them as `activation` and `gated`.
 """
@@ -52,6 +63,7 @@ class Variant:
     dense_act_fn: str  # key into transformers' ACT2FN (HF T5Config.dense_act_fn)
     is_gated_act: bool  # HF T5Config.is_gated_act: (phi(xW) * xV) W2 instead of act(xW1) W2
     gelu: str | None = None  # GELU flavour, only for GELU-based variants
+    act_params: int = 0  # learnable scalars of the activation itself, per FFN block (xIELU: a_p, a_n)
     paper: bool = False  # one of the eight in Shazeer (2020) Table 1
     note: str = ""
 
@@ -123,6 +135,18 @@ VARIANTS: dict[str, Variant] = {
         _V("leaky_reglu", "FFN_LeakyReGLU", "leaky_relu", is_gated_act=True, note="negative slope 0.01"),
         _V("eluglu", "FFN_ELUGLU", "elu", is_gated_act=True),
         _V("mishglu", "FFN_MishGLU", "mish", is_gated_act=True),
+        # --- the later challengers (Primer 2021, xIELU 2024): study `experiment=scaling_cpu` ---
+        _V("relu2", "FFN_ReLU²", "relu2", is_gated_act=False, note="squared ReLU, Primer"),
+        _V("reglu2", "FFN_ReGLU²", "relu2", is_gated_act=True, note="phi = squared ReLU"),
+        _V(
+            "xielu",
+            "FFN_xIELU",
+            "xielu",
+            is_gated_act=False,
+            act_params=2,
+            note="2 learnable scalars per block",
+        ),
+        _V("xieluglu", "FFN_xIELUGLU", "xielu", is_gated_act=True, act_params=2, note="phi = xIELU"),
     ]
 }
 
