@@ -3,7 +3,9 @@
     python -m glu_study.report runs/table1_cpu                     # a sweep directory (or several run dirs)
     python -m glu_study.report --wandb ENTITY/PROJECT --group table1_cpu
 
-writes reports/<experiment>/: table1.md, runs.csv, curves.png, ranking.png, and runs/<name>/ with the raw records
+writes reports/<experiment>/: table1.md, runs.csv, curves.png, ranking.png (runs of several model sizes: the
+scaling study's scaling.md, runs.csv, scaling.png, gap.png; runs at several learning rates: the rate check's
+lr_check.md, lr_check.png), and runs/<name>/ with the raw records
 every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can regenerate the
 same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
 finetune.csv: Tables 2-4 (glu_study.reporting.tables2_4), their records copied beside the others. Local
@@ -24,6 +26,7 @@ from glu_study.reporting.records import (
     read_run_dir,
     read_wandb,
 )
+from glu_study.reporting.scaling import is_scaling, write_scaling
 from glu_study.reporting.table1 import write_table1
 from glu_study.reporting.tables2_4 import write_finetune_report
 
@@ -77,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1
         table_md = write_lr_check(records, out_dir, experiment)
         written = "lr_check.md, lr_check.png"
+    elif is_scaling(records):  # runs of several model sizes: the scaling study
+        all_sizes = write_scaling(records, out_dir, experiment)
+        table_md = (out_dir / "scaling.md").read_text()
+        written = f"scaling.md, runs.csv, scaling.png, gap.png ({len(records)} runs, {len(all_sizes)} sizes)"
     else:
         stats = write_table1(records, out_dir, experiment)
         table_md = (out_dir / "table1.md").read_text()

@@ -1,4 +1,4 @@
-"""Figures of a Table 1 report (curves.png, ranking.png) and the one way every figure is saved."""
+"""Report figures (Table 1: curves.png, ranking.png; scaling: scaling.png, gap.png); the one way to save them."""
 
 from __future__ import annotations
 
@@ -100,4 +100,71 @@ def plot_ranking(stats: dict, path: Path) -> None:
         ylabel="ours: final log-perplexity (± std over seeds)",
         title="Ours vs paper (red: gated, blue: non-gated)",
         legend=False,
+    )
+
+
+def plot_scaling(points: dict[str, list[tuple[int, np.ndarray]]], path: Path) -> None:
+    """Final log-perplexity against non-embedding parameters: {variant: [(params, finals over seeds)]}."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, (v, pts) in enumerate(points.items()):
+        x = [p for p, _ in pts]
+        style = "-" if get_variant(v).is_gated_act else "--"
+        ax.plot(
+            x,
+            [f.mean() for _, f in pts],
+            style,
+            marker="o",
+            color=cmap(i % 10),
+            label=get_variant(v).paper_name,
+        )
+        if all(len(f) > 1 for _, f in pts):
+            ax.fill_between(
+                x, [f.min() for _, f in pts], [f.max() for _, f in pts], color=cmap(i % 10), alpha=0.15
+            )
+    ax.set_xscale("log")
+    finish(
+        fig,
+        ax,
+        path,
+        xlabel="non-embedding parameters (log scale)",
+        ylabel="held-out log-perplexity (nats / target token)",
+        title="Final figure vs model size: mean over seeds, band = min..max (dashed: non-gated)",
+    )
+
+
+def plot_gaps(gaps: dict[str, list[tuple[int, object]]], path: Path) -> None:
+    """Paired Δ vs FFN_ReLU (with its 95% CI) against size: {variant: [(params, VariantStats)]}."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, (v, pts) in enumerate(gaps.items(), start=1):
+        shift = 1 + 0.03 * (i - (len(gaps) + 1) / 2)  # side by side on the log axis
+        x = [p * shift for p, _ in pts]
+        y = [s.paired_delta for _, s in pts]
+        err = [
+            [s.paired_delta - s.ci_low if s.ci_low is not None else 0 for _, s in pts],
+            [s.ci_high - s.paired_delta if s.ci_high is not None else 0 for _, s in pts],
+        ]
+        style = "-" if get_variant(v).is_gated_act else "--"
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            fmt=style,
+            marker="o",
+            capsize=3,
+            color=cmap(i % 10),
+            label=get_variant(v).paper_name,
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    finish(
+        fig,
+        ax,
+        path,
+        xlabel="non-embedding parameters (log scale)",
+        ylabel="paired Δ vs FFN_ReLU (nats; below 0: better)",
+        title="Gap to FFN_ReLU by size: mean over seeds, bars = 95% CI (dashed: non-gated)",
     )

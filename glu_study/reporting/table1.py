@@ -47,7 +47,7 @@ class VariantStats:
     ci_low: float | None = None  # 95% CI of the paired mean, t distribution with n-1 df
     ci_high: float | None = None
     p_paired: float | None = None  # one-sided paired t-test, H1: the variant is lower
-    p_holm: float | None = None  # Holm-adjusted over PRIMARY (None for the others)
+    p_holm: float | None = None  # Holm-adjusted over the family (Table 1: PRIMARY; None for the others)
 
 
 def by_variant(records: list[RunRecord]) -> dict[str, dict[int, RunRecord]]:
@@ -57,7 +57,10 @@ def by_variant(records: list[RunRecord]) -> dict[str, dict[int, RunRecord]]:
     return {v: out[v] for v in sorted(out, key=paper_order)}
 
 
-def compute_stats(records: list[RunRecord], baseline: str = "relu") -> dict[str, VariantStats]:
+def compute_stats(
+    records: list[RunRecord], baseline: str = "relu", family: tuple[str, ...] = PRIMARY
+) -> dict[str, VariantStats]:
+    """Per-variant figures and each variant against `baseline`; Holm's correction over the `family` present."""
     runs = by_variant(records)
     out = {}
     for v, seeds in runs.items():
@@ -70,7 +73,7 @@ def compute_stats(records: list[RunRecord], baseline: str = "relu") -> dict[str,
         for v in out:
             if v != baseline:
                 compare(out[v], runs[v], runs[baseline])
-        holm([out[v] for v in PRIMARY if v in out and out[v].p_paired is not None])
+        holm([out[v] for v in family if v in out and out[v].p_paired is not None])
     return out
 
 
@@ -356,10 +359,7 @@ def write_runs_csv(records: list[RunRecord], path: Path) -> None:
     with open(path, "w", newline="") as f:
         wr = csv.writer(f, lineterminator="\n")
         wr.writerow([c if c != "final" else METRIC for c in cols])
-        for r in sorted(
-            records,
-            key=lambda r: (paper_order(r.ffn), r.seed),
-        ):
+        for r in sorted(records, key=lambda r: (r.model, paper_order(r.ffn), r.seed)):
             d = asdict(r)
             wr.writerow([repr(d[c]) if isinstance(d[c], float) else d[c] for c in cols])
 

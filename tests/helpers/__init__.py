@@ -30,3 +30,15 @@ def run_cli(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, **kwargs
     )
+
+
+def preset_sweep(experiment: str) -> dict[str, list[str]]:
+    """The preset's sweep (hydra.sweeper.params): what `-m experiment=<name>` expands to."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        full = hydra_compose(
+            config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True
+        )
+    return {k: str(v).split(",") for k, v in full.hydra.sweeper.params.items()}

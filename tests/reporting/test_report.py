@@ -17,7 +17,7 @@ from scipy import stats as st
 from glu_study.config import compose
 from glu_study.report import main as report_main
 from glu_study.train import train
-from tests.helpers import ROOT, TINY, run_cli
+from tests.helpers import ROOT, TINY, preset_sweep, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,9 @@ def test_report_bad_input(tmp_path):
     assert report_main([str(tmp_path / "empty")]) == 2
 
 
-@pytest.mark.parametrize("preset", ["table1_cpu", "table1_cpu_lr", "table1_paper", "table1_paper_long"])
+@pytest.mark.parametrize(
+    "preset", ["table1_cpu", "table1_cpu_lr", "table1_paper", "table1_paper_long", "scaling_cpu"]
+)
 def test_experiment_presets_compose(preset):
     cfg = compose([f"experiment={preset}"])
     assert cfg.logger.group == preset
@@ -149,8 +151,8 @@ def test_experiment_presets_compose(preset):
     # the last 10%; the paper's plateau (lr 1.0 = 0.01) on GPUs, the one the CPU learning-rate check chose on CPU.
     t = cfg.trainer
     assert (t.optimizer, t.schedule, t.warmup_steps, t.decay_fraction) == ("adafactor", "rsqrt", 10_000, 0.1)
-    assert t.lr == (3.0 if preset.startswith("table1_cpu") else 1.0)
-    if preset.startswith("table1_cpu"):
+    assert t.lr == (3.0 if "_cpu" in preset else 1.0)
+    if "_cpu" in preset:
         assert (cfg.model.name, cfg.data.source, cfg.trainer.device) == ("t5_tiny", "embedded", "cpu")
         assert cfg.data.eval_examples * 29 >= 30_000  # at least ~30k held-out target tokens (29 per example)
     else:
@@ -183,18 +185,6 @@ def test_committed_table1_cpu_report_is_complete():
         assert cfg["trainer"] == OmegaConf.to_container(preset.trainer)
         assert cfg["model"]["name"] == preset.model.name
         assert cfg["data"]["eval_examples"] == preset.data.eval_examples
-
-
-def preset_sweep(experiment: str) -> dict[str, list[str]]:
-    """The preset's sweep (hydra.sweeper.params): what `-m experiment=<name>` expands to."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        full = hydra_compose(
-            config_name="config", overrides=["experiment=table1_cpu"], return_hydra_config=True
-        )
-    return {k: str(v).split(",") for k, v in full.hydra.sweeper.params.items()}
 
 
 def test_in_process_train_is_reportable(tmp_path):

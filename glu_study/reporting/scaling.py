@@ -1,0 +1,315 @@
+"""The FFN variants across model sizes (experiment=scaling_cpu): does the GLU gap grow, shrink or hold with size,
+and do the later challengers (ReLU², xIELU) beat SwiGLU at any size?
+
+Per size, the Table 1 statistics (glu_study.reporting.table1): every variant's Δ vs FFN_ReLU paired by seed with
+a 95% CI and a one-sided paired t-test, Holm-corrected over all comparisons at that size; each challenger's Δ vs
+FFN_SwiGLU the same way (H1: the challenger is lower), Holm over the challengers present. Across sizes, each
+variant's advantage over ReLU (ReLU − variant, per seed) is regressed on log2 of the non-embedding parameters:
+its slope is the change per doubling of the model, with a 95% CI. `write_scaling` writes scaling.md, runs.csv,
+scaling.png and gap.png; every sentence of the reading is generated from these numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from glu_study.ffn import get_variant
+from glu_study.model import MODEL_SIZES, param_counts
+from glu_study.reporting.figures import plot_gaps, plot_scaling
+from glu_study.reporting.records import RunRecord, unigram_floor
+from glu_study.reporting.table1 import (
+    ALPHA,
+    REGIME_MARGIN,
+    VariantStats,
+    by_variant,
+    compute_stats,
+    write_runs_csv,
+)
+
+BASELINE = "relu"
+REFERENCE = "swiglu"  # the GLU variant the challengers are measured against
+CHALLENGERS = ("relu2", "reglu2", "xielu", "xieluglu")
+GLU = ("geglu", "swiglu", "reglu", "bilinear", "glu")  # the paper's gated variants, whose gap the trend reads
+
+
+def is_scaling(records: list[RunRecord]) -> bool:
+    return len({r.model for r in records}) > 1
+
+
+@dataclass
+class Size:
+    model: str
+    params: int  # FFN_ReLU's non-embedding parameters at this size (the x axis)
+    records: list[RunRecord]
+    vs_relu: dict[str, VariantStats]
+    vs_swiglu: dict[str, VariantStats]  # challengers only
+
+
+@dataclass
+class Trend:
+    ffn: str
+    slope: float  # change of the advantage over ReLU (nats) per doubling of non-embedding parameters
+    low: float
+    high: float
+    p: float  # two-sided, slope = 0
+    points: int
+
+
+def sizes(records: list[RunRecord]) -> list[Size]:
+    """The per-size statistics, smallest model first."""
+    out = []
+    for model in sorted({r.model for r in records}):
+        recs = [r for r in records if r.model == model]
+        present = list(by_variant(recs))
+        vs_relu = compute_stats(recs, BASELINE, family=tuple(v for v in present if v != BASELINE))
+        challengers = tuple(v for v in CHALLENGERS if v in present)
+        vs_swiglu = {}
+        if REFERENCE in present and challengers:
+            pair = [r for r in recs if r.ffn in (REFERENCE, *challengers)]
+            vs_swiglu = {
+                v: s for v, s in compute_stats(pair, REFERENCE, family=challengers).items() if v != REFERENCE
+            }
+        params = min(r.non_embedding_params for r in recs if r.ffn == BASELINE or BASELINE not in present)
+        out.append(Size(model, params, recs, vs_relu, vs_swiglu))
+    return sorted(out, key=lambda s: s.params)
+
+
+def variants_of(all_sizes: list[Size]) -> list[str]:
+    """Every variant run at any size, in the paper's order then by name."""
+    return list(by_variant([r for s in all_sizes for r in s.records]))
+
+
+def advantages(size: Size, variant: str) -> list[float]:
+    """ReLU − variant per seed both ran (positive: the variant is better)."""
+    runs = by_variant(size.records)
+    if variant not in runs or BASELINE not in runs:
+        return []
+    common = sorted(set(runs[variant]) & set(runs[BASELINE]))
+    return [runs[BASELINE][k].final - runs[variant][k].final for k in common]
+
+
+def trend(all_sizes: list[Size], variant: str) -> Trend | None:
+    """Least-squares slope of the per-seed advantage over log2(parameters), with its t-based 95% CI."""
+    from scipy import stats as st
+
+    x, y = [], []
+    for size in all_sizes:
+        adv = advantages(size, variant)
+        x += [math.log2(size.params)] * len(adv)
+        y += adv
+    if len(set(x)) < 2 or len(x) < 3:
+        return None
+    fit = st.linregress(x, y)
+    half = st.t.ppf(0.975, len(x) - 2) * fit.stderr
+    return Trend(
+        variant, float(fit.slope), float(fit.slope - half), float(fit.slope + half), float(fit.pvalue), len(x)
+    )
+
+
+def _f(x: float | None, fmt: str = "+.4f") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:{fmt}}"
+
+
+def _ci(s: VariantStats) -> str:
+    return (
+        f"{_f(s.paired_delta)} [{_f(s.ci_low)}, {_f(s.ci_high)}]"
+        if s.ci_low is not None
+        else _f(s.paired_delta)
+    )
+
+
+def _name(v: str) -> str:
+    return get_variant(v).paper_name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reading: every sentence generated from the numbers above
+# ---------------------------------------------------------------------------------------------------------
+
+
+def regime_line(all_sizes: list[Size], floor: float | None) -> str:
+    if floor is None:
+        return "- Regime: the runs did not record the held-out set's unigram floor."
+    parts, ok = [], True
+    for size in all_sizes:
+        base = [r.final for r in size.records if r.ffn == BASELINE]
+        if not base:
+            continue
+        margin = floor - max(base)
+        ok = ok and margin >= REGIME_MARGIN
+        parts.append(f"{size.model} {abs(margin):.3f} {'under' if margin >= 0 else 'above'}")
+    verdict = (
+        f"**every size learns more than token frequencies** (>= {REGIME_MARGIN} under the floor, every seed)"
+        if ok
+        else f"**not every size is clearly past token frequencies** (needs >= {REGIME_MARGIN}); read those sizes "
+        "with care"
+    )
+    return (
+        f"- Regime: the unigram floor of the held-out set is {floor:.4f}; FFN_ReLU's worst seed ends "
+        f"{', '.join(parts)} it (nats): {verdict}."
+    )
+
+
+def trend_word(t: Trend) -> str:
+    if t.low > 0:
+        return "grows"
+    if t.high < 0:
+        return "shrinks"
+    return "holds (no change with size resolved)"
+
+
+def gap_line(all_sizes: list[Size], variant: str) -> str | None:
+    t = trend(all_sizes, variant)
+    if t is None:
+        return None
+    per_size = "; ".join(f"{s.model} {_ci(s.vs_relu[variant])}" for s in all_sizes if variant in s.vs_relu)
+    return (
+        f"- {_name(variant)} − FFN_ReLU, paired Δ [95% CI] per size: {per_size}. Its advantage over FFN_ReLU changes "
+        f"by {_f(t.slope)} nats per doubling of the model [{_f(t.low)}, {_f(t.high)}] (p {t.p:.2g}, {t.points} "
+        f"runs): the gap **{trend_word(t)}** with size here."
+    )
+
+
+def challenger_line(all_sizes: list[Size], variant: str) -> str | None:
+    rows = [(s.model, s.vs_swiglu[variant]) for s in all_sizes if variant in s.vs_swiglu]
+    if not rows:
+        return None
+    beats = [m for m, s in rows if s.p_holm is not None and s.p_holm < ALPHA]
+    lower = [m for m, s in rows if s.paired_delta is not None and s.paired_delta < 0]
+    verdict = (
+        f"**beats FFN_SwiGLU at {', '.join(beats)}** (Holm p < {ALPHA})"
+        if beats
+        else f"**lower than FFN_SwiGLU in direction only, at {', '.join(lower)}** (no Holm p < {ALPHA})"
+        if lower
+        else "**does not beat FFN_SwiGLU at any size**"
+    )
+    parts = "; ".join(f"{m} {_ci(s)} (Holm p {_f(s.p_holm, '.2g')})" for m, s in rows)
+    return f"- {_name(variant)} − FFN_SwiGLU per size: {parts}: {verdict}."
+
+
+def scope_line(all_sizes: list[Size], seeds: int) -> str:
+    lo, hi = all_sizes[0].params, all_sizes[-1].params
+    base = param_counts(MODEL_SIZES["t5_base"], get_variant(BASELINE), vocab_size=32128)[
+        "non_embedding_params"
+    ]
+    return (
+        f"- What this can say: {len(all_sizes)} sizes spanning {hi / lo:.1f}x in non-embedding parameters "
+        f"({lo:,} to {hi:,}), {seeds} seeds each, one corpus and one short schedule. A slope here is local to "
+        f"these sizes and this budget; it does not extrapolate to the paper's T5-base ({base:,} non-embedding "
+        f"parameters, {base / hi:.0f}x the largest here) or beyond, and runs of one seed share batches across "
+        "sizes, so the points of a trend are not fully independent."
+    )
+
+
+def reading(records: list[RunRecord], all_sizes: list[Size]) -> list[str]:
+    lines = [regime_line(all_sizes, unigram_floor(records))]
+    present = set(variants_of(all_sizes))
+    lines += [x for v in GLU if v in present if (x := gap_line(all_sizes, v))]
+    lines += [x for v in CHALLENGERS if v in present if (x := challenger_line(all_sizes, v))]
+    lines += [x for v in CHALLENGERS if v in present if (x := gap_line(all_sizes, v))]
+    lines.append(scope_line(all_sizes, len({r.seed for r in records})))
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------------------
+
+
+def size_table(all_sizes: list[Size], floor: float | None) -> str:
+    out = io.StringIO()
+    out.write(
+        "| size | variant | non-embedding params | steps | mean ± std (n) | paired Δ vs ReLU [95% CI] | "
+        "p (one-sided) | Holm p |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    for size in all_sizes:
+        runs = by_variant(size.records)
+        for v, s in size.vs_relu.items():
+            r = runs[v][min(runs[v])]
+            out.write(
+                f"| {size.model} | {_name(v)} | {r.non_embedding_params:,} | {r.steps} | "
+                f"{s.mean:.4f} ± {_f(s.std, '.4f')} ({s.n}) | {_ci(s)} | {_f(s.p_paired, '.3g')} | "
+                f"{_f(s.p_holm, '.3g')} |\n"
+            )
+    if floor is not None:
+        out.write(f"| *unigram floor* | | | | {floor:.4f} | | | |\n")
+    return out.getvalue()
+
+
+def challenger_table(all_sizes: list[Size]) -> str:
+    rows = [(size.model, v, s) for size in all_sizes for v, s in size.vs_swiglu.items()]
+    if not rows:
+        return ""
+    out = io.StringIO()
+    out.write(
+        "| size | variant | paired Δ vs SwiGLU [95% CI] | p (one-sided) | Holm p |\n|---|---|---:|---:|---:|\n"
+    )
+    for model, v, s in rows:
+        out.write(f"| {model} | {_name(v)} | {_ci(s)} | {_f(s.p_paired, '.3g')} | {_f(s.p_holm, '.3g')} |\n")
+    return out.getvalue()
+
+
+def trend_table(all_sizes: list[Size]) -> str:
+    out = io.StringIO()
+    out.write(
+        "| variant | advantage over ReLU per doubling [95% CI] | p (two-sided) | runs |\n|---|---:|---:|---:|\n"
+    )
+    for t in (trend(all_sizes, v) for v in variants_of(all_sizes) if v != BASELINE):
+        if t is not None:
+            out.write(
+                f"| {_name(t.ffn)} | {_f(t.slope)} [{_f(t.low)}, {_f(t.high)}] | {t.p:.3g} | {t.points} |\n"
+            )
+    return out.getvalue()
+
+
+def scaling_markdown(records: list[RunRecord], all_sizes: list[Size], title: str) -> str:
+    floor = unigram_floor(records)
+    plateaus = sorted({r.plateau for r in records if r.plateau is not None})
+    out = io.StringIO()
+    w = out.write
+    w(f"# FFN variants across model sizes: {title}\n\n")
+    w(
+        f"Held-out log-perplexity (nats per target token) of {len(records)} runs: sizes "
+        f"{', '.join(s.model for s in all_sizes)}, seeds {', '.join(map(str, sorted({r.seed for r in records})))}"
+        + (f", learning-rate plateau {', '.join(f'{p:g}' for p in plateaus)}" if plateaus else "")
+        + ". Runs of one size and seed share batches, masks and initialisation seed, so every Δ is paired by "
+        "seed: its 95% CI uses the t distribution, p is a one-sided paired t-test (H1: the variant is lower), and "
+        "Holm's correction runs over all comparisons against FFN_ReLU at a size (and, separately, over the "
+        "challengers against FFN_SwiGLU).\n\n"
+    )
+    w("## Against FFN_ReLU, per size\n\n" + size_table(all_sizes, floor) + "\n")
+    if table := challenger_table(all_sizes):
+        w("## The challengers against FFN_SwiGLU, per size\n\n" + table + "\n")
+    w(
+        "## Trend with size\n\nEach variant's advantage over FFN_ReLU (ReLU − variant, per seed) regressed on "
+        "log2 of the non-embedding parameters: the slope is the change per doubling (positive: the gap grows in "
+        "the variant's favour), with a 95% CI from the t distribution.\n\n" + trend_table(all_sizes) + "\n"
+    )
+    w("## Reading\n\n" + "\n".join(reading(records, all_sizes)) + "\n")
+    return out.getvalue()
+
+
+def write_scaling(records: list[RunRecord], out_dir: Path, title: str) -> list[Size]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_sizes = sizes(records)
+    (out_dir / "scaling.md").write_text(scaling_markdown(records, all_sizes, title))
+    write_runs_csv(records, out_dir / "runs.csv")
+    points = {
+        v: [
+            (s.params, np.array([r.final for r in s.records if r.ffn == v]))
+            for s in all_sizes
+            if v in s.vs_relu
+        ]
+        for v in variants_of(all_sizes)
+    }
+    plot_scaling(points, out_dir / "scaling.png")
+    gaps = {
+        v: [(s.params, s.vs_relu[v]) for s in all_sizes if v in s.vs_relu] for v in points if v != BASELINE
+    }
+    plot_gaps(gaps, out_dir / "gap.png")
+    return all_sizes

@@ -1,0 +1,198 @@
+"""Issue 16: the scaling study — its preset, and a report whose every figure is recomputed here from run records."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from scipy import stats as st
+
+from glu_study.config import compose
+from glu_study.report import main as report_main
+from tests.helpers import ROOT, TINY, preset_sweep, run_cli
+
+SIZES = ("t5_nano", "t5_tiny")
+VARIANTS = ("relu", "swiglu", "relu2")
+NAMES = {"relu": "FFN_ReLU", "swiglu": "FFN_SwiGLU", "relu2": "FFN_ReLU²"}
+
+
+@pytest.fixture(scope="module")
+def scaling_dir(tmp_path_factory):
+    """A real two-size sweep, small-but-real settings, run directories named like the preset's."""
+    d = tmp_path_factory.mktemp("scaling")
+    r = run_cli(
+        "glu_study.train",
+        "-m",
+        *TINY,
+        f"model={','.join(SIZES)}",
+        f"ffn={','.join(VARIANTS)}",
+        "seed=0,1,2",
+        "logger.group=tiny_scaling",
+        "name=${model.name}-${ffn.name}-s${seed}",
+        f"hydra.sweep.dir={d}",
+    )
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+@pytest.fixture(scope="module")
+def report(scaling_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert report_main([str(scaling_dir), "--out", str(out)]) == 0
+    return out
+
+
+def summaries(run_dirs) -> dict[tuple[str, str, int], dict]:
+    found = {}
+    for p in run_dirs.glob("*/summary.json"):
+        s = json.loads(p.read_text())
+        found[(s["model"], s["ffn"], s["seed"])] = s
+    return found
+
+
+def cells(table: str, *first: str) -> list[str]:
+    prefix = "| " + " | ".join(first) + " |"
+    line = next(ln for ln in table.splitlines() if ln.startswith(prefix))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def numbers(cell: str) -> list[float]:
+    return [float(x) for x in re.findall(r"[+-]?\d+\.\d+(?:e-?\d+)?", cell)]
+
+
+def paired(x: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean paired difference, its 95% t CI and the one-sided paired p (H1: x lower)."""
+    d = x - ref
+    half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return d.mean(), d.mean() - half, d.mean() + half, st.ttest_rel(x, ref, alternative="less").pvalue
+
+
+def holm(ps: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment, written out: sorted p times (m - i), running maximum, capped at 1."""
+    out, running = {}, 0.0
+    for i, (k, p) in enumerate(sorted(ps.items(), key=lambda kv: kv[1])):
+        running = max(running, min(1.0, (len(ps) - i) * p))
+        out[k] = running
+    return out
+
+
+def test_per_size_statistics_recomputed_from_records(scaling_dir, report):
+    table = (report / "scaling.md").read_text()
+    runs = summaries(scaling_dir)
+    for size in SIZES:
+        final = {
+            v: np.array([runs[(size, v, k)]["eval/log_perplexity"] for k in (0, 1, 2)]) for v in VARIANTS
+        }
+        tests = {v: paired(final[v], final["relu"]) for v in ("swiglu", "relu2")}
+        adjusted = holm({v: t[3] for v, t in tests.items()})
+        for v, (mean, lo, hi, p) in tests.items():
+            row = cells(table, size, NAMES[v])
+            assert row[2] == f"{runs[(size, v, 0)]['non_embedding_params']:,}" and row[3] == "6"
+            assert row[4] == f"{final[v].mean():.4f} ± {final[v].std(ddof=1):.4f} (3)"
+            assert numbers(row[5]) == [round(mean, 4), round(lo, 4), round(hi, 4)]
+            assert float(row[6]) == pytest.approx(p, rel=1e-2)
+            assert float(row[7]) == pytest.approx(adjusted[v], rel=1e-2)
+        # the challenger against FFN_SwiGLU (one challenger here, so Holm leaves its p as it is)
+        mean, lo, hi, p = paired(final["relu2"], final["swiglu"])
+        row = next(
+            r for r in table.split("## The challengers")[1].splitlines() if r.startswith(f"| {size} |")
+        )
+        c = [x.strip() for x in row.strip("|").split("|")]
+        assert c[1] == "FFN_ReLU²" and numbers(c[2]) == [round(mean, 4), round(lo, 4), round(hi, 4)]
+        assert float(c[3]) == pytest.approx(p, rel=1e-2) and float(c[4]) == pytest.approx(p, rel=1e-2)
+    floor = {s["eval/unigram_floor"] for s in runs.values()}.pop()
+    assert cells(table, "*unigram floor*")[4] == f"{floor:.4f}"
+
+
+def test_trend_with_size_recomputed_from_records(scaling_dir, report):
+    """The slope of (ReLU − variant) per seed against log2(non-embedding parameters), and its 95% CI."""
+    table = (report / "scaling.md").read_text()
+    runs = summaries(scaling_dir)
+    for v in ("swiglu", "relu2"):
+        x = np.array(
+            [math.log2(runs[(s, "relu", k)]["non_embedding_params"]) for s in SIZES for k in (0, 1, 2)]
+        )
+        y = np.array(
+            [
+                runs[(s, "relu", k)]["eval/log_perplexity"] - runs[(s, v, k)]["eval/log_perplexity"]
+                for s in SIZES
+                for k in (0, 1, 2)
+            ]
+        )
+        slope, intercept = np.polyfit(x, y, 1)
+        resid = y - (slope * x + intercept)
+        se = math.sqrt((resid**2).sum() / (len(x) - 2) / ((x - x.mean()) ** 2).sum())
+        half = st.t.ppf(0.975, len(x) - 2) * se
+        row = cells(table.split("## Trend with size")[1], NAMES[v])
+        assert numbers(row[1]) == [round(slope, 4), round(slope - half, 4), round(slope + half, 4)]
+        assert float(row[2]) == pytest.approx(2 * st.t.sf(abs(slope / se), len(x) - 2), rel=1e-2)
+        assert row[3] == "6"
+        word = (
+            "grows"
+            if slope - half > 0
+            else "shrinks"
+            if slope + half < 0
+            else "holds (no change with size resolved)"
+        )
+        assert f"{NAMES[v]} − FFN_ReLU, paired Δ" in table and f"the gap **{word}** with size here" in table
+
+
+def test_report_files_and_byte_for_byte_regeneration(report, tmp_path):
+    for png in ("scaling.png", "gap.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((report / "runs.csv").read_text().splitlines()) == 1 + 18
+    assert not (report / "table1.md").exists()
+    text = (report / "scaling.md").read_text()
+    assert "## Reading" in text and "- Regime:" in text and "What this can say: 2 sizes spanning" in text
+    again = tmp_path / "again"
+    assert report_main([str(report / "runs"), "--out", str(again)]) == 0
+    for name in ("scaling.md", "runs.csv", "scaling.png", "gap.png"):
+        assert (again / name).read_bytes() == (report / name).read_bytes(), name
+
+
+def test_table1_report_takes_extra_variants_as_rows_without_paper_figures(scaling_dir, tmp_path):
+    one_size = [str(p) for p in scaling_dir.glob("t5_tiny-*") if p.is_dir()]
+    assert report_main([*one_size, "--out", str(tmp_path)]) == 0
+    row = cells((tmp_path / "table1.md").read_text(), "FFN_ReLU²")
+    assert row[7:9] == ["–", "–"] and row[10] == "–"  # no paper figures, no paper rank
+    assert numbers(row[3])  # but its own paired Δ vs ReLU
+
+
+def test_scaling_preset_is_the_table1_recipe_at_three_sizes():
+    table1, scaling = compose(["experiment=table1_cpu"]), compose(["experiment=scaling_cpu"])
+    assert scaling.trainer == table1.trainer and scaling.data == table1.data
+    assert scaling.logger.group == "scaling_cpu" and scaling.name == "t5_tiny-relu-s0"
+    assert preset_sweep("scaling_cpu") == {
+        "seed": ["0", "1", "2"],
+        "ffn": ["relu", "geglu", "swiglu", "relu2", "xielu"],
+        "model": ["t5_nano", "t5_tiny"],
+    }
+    assert compose(["experiment=scaling_cpu", "model=t5_mini"]).name == "t5_mini-relu-s0"
+
+
+def test_committed_scaling_cpu_report_is_complete():
+    runs = ROOT / "reports" / "scaling_cpu" / "runs"
+    if not runs.is_dir():
+        pytest.skip("reports/scaling_cpu not committed yet")
+    preset = compose(["experiment=scaling_cpu"])
+    found = sorted(
+        (s["model"], s["ffn"], s["seed"])
+        for s in (json.loads(p.read_text()) for p in runs.glob("*/summary.json"))
+    )
+    planned = [
+        (m, v, k)
+        for m in ("t5_nano", "t5_tiny")
+        for v in preset_sweep("scaling_cpu")["ffn"]
+        for k in (0, 1, 2)
+    ]
+    planned += [("t5_mini", v, k) for v in ("relu", "swiglu") for k in (0, 1, 2)]
+    assert found == sorted(planned)
+    for p in runs.glob("*/config.yaml"):
+        cfg = yaml.safe_load(p.read_text())
+        assert cfg["logger"]["group"] == "scaling_cpu"
+        assert cfg["trainer"] == OmegaConf.to_container(preset.trainer)
