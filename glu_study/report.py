@@ -15,11 +15,13 @@ directories and the W&B Public API are two readers of one record type (glu_study
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from glu_study.reporting.lr_check import is_lr_check, write_lr_check
 from glu_study.reporting.records import (
+    RunRecord,
     copy_raw_records,
     find_run_dirs,
     read_finetunes,
@@ -31,16 +33,54 @@ from glu_study.reporting.table1 import write_table1
 from glu_study.reporting.tables2_4 import write_finetune_report
 
 
-def update_readme(readme: Path, experiment: str, table_md: str) -> None:
-    """Replace the text between `<!-- <experiment>:begin -->` and `<!-- <experiment>:end -->` in the README with
-    the generated table and reading, so the README shows the committed study without a hand-typed number."""
+def readme_section(table_md: str, figures: list[Path], readme: Path) -> str:
+    """The report as a README section: its "# ..." title dropped, its headings one level down (the README's own
+    section is "##"), and its figures embedded by paths relative to the README, so they show on GitHub."""
+    body = table_md.split("\n", 2)[2]
+    body = "\n".join("#" + line if line.startswith("#") else line for line in body.rstrip().split("\n"))
+    links = [f"![{f.stem}]({os.path.relpath(f, readme.parent)})" for f in figures]
+    return body + ("\n\n" + "\n".join(links) if links else "")
+
+
+def readme_markers(readme: Path, experiment: str) -> tuple[str, str]:
+    """The README's `<!-- <experiment>:begin -->` / `:end -->` pair; KeyError if it lacks one (checked before
+    anything is written)."""
     begin, end = f"<!-- {experiment}:begin -->", f"<!-- {experiment}:end -->"
     text = readme.read_text()
     if begin not in text or end not in text:
         raise KeyError(f"{readme} has no {begin} ... {end} markers")
-    body = table_md.split("\n", 2)[2]  # drop the report's "# ..." heading
-    head, rest = text.split(begin, 1)
-    readme.write_text(f"{head}{begin}\n{body.rstrip()}\n{end}{rest.split(end, 1)[1]}")
+    return begin, end
+
+
+def update_readme(readme: Path, experiment: str, section: str) -> None:
+    """Replace the text between the README's markers with the generated section, so the README shows the
+    committed study without a hand-typed number."""
+    begin, end = readme_markers(readme, experiment)
+    head, rest = readme.read_text().split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{section}\n{end}{rest.split(end, 1)[1]}")
+
+
+def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tuple[list[str], str]:
+    """Write the study these runs make up (which one, the records tell) into out_dir; its files, main one
+    first, and a one-line summary."""
+    if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1
+        write_lr_check(records, out_dir, experiment)
+        return ["lr_check.md", "lr_check.png"], f"{len(records)} runs"
+    if is_scaling(records):  # runs of several model sizes: the scaling study
+        all_sizes = write_scaling(records, out_dir, experiment)
+        return [
+            "scaling.md",
+            "runs.csv",
+            "scaling.png",
+            "gap.png",
+        ], f"{len(records)} runs, {len(all_sizes)} sizes"
+    stats = write_table1(records, out_dir, experiment)
+    return [
+        "table1.md",
+        "runs.csv",
+        "curves.png",
+        "ranking.png",
+    ], f"{len(records)} runs, {len(stats)} variants"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,27 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     groups = sorted({r.group for r in records})
     experiment = groups[0] if len(groups) == 1 else "mixed"
     out_dir = args.out or Path.cwd() / "reports" / experiment
-    if run_dirs:
-        copy_raw_records(run_dirs, out_dir / "runs")
-    if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1
-        table_md = write_lr_check(records, out_dir, experiment)
-        written = "lr_check.md, lr_check.png"
-    elif is_scaling(records):  # runs of several model sizes: the scaling study
-        all_sizes = write_scaling(records, out_dir, experiment)
-        table_md = (out_dir / "scaling.md").read_text()
-        written = f"scaling.md, runs.csv, scaling.png, gap.png ({len(records)} runs, {len(all_sizes)} sizes)"
-    else:
-        stats = write_table1(records, out_dir, experiment)
-        table_md = (out_dir / "table1.md").read_text()
-        written = f"table1.md, runs.csv, curves.png, ranking.png ({len(records)} runs, {len(stats)} variants)"
     if args.readme:
         try:
-            update_readme(args.readme, experiment, table_md)
-        except KeyError as e:
+            readme_markers(args.readme, experiment)
+        except (FileNotFoundError, KeyError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if run_dirs:
+        copy_raw_records(run_dirs, out_dir / "runs")
+    files, summary = write_study(records, out_dir, experiment)
+    table_md = (out_dir / files[0]).read_text()
+    if args.readme:
+        figures = [out_dir / f for f in files if f.endswith(".png")]
+        update_readme(args.readme, experiment, readme_section(table_md, figures, args.readme))
     print(table_md)
-    print(f"wrote {out_dir}/{written}")
+    print(f"wrote {out_dir}/{', '.join(files)} ({summary})")
     if finetunes:  # Tables 2-4 whenever fine-tune records exist
         print(write_finetune_report(finetunes, out_dir, experiment))
         print(f"wrote {out_dir}/table2.md, finetune.csv ({len(finetunes)} fine-tunes)")

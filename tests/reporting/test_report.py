@@ -203,12 +203,17 @@ def test_readme_section_refreshed_from_report(sweep_dir, tmp_path):
         "<!-- tiny_table:end -->\noutro\n"
     )
     assert "STALE-TEXT" not in text and "| FFN_SwiGLU |" in text
+    section = text.split("<!-- tiny_table:begin -->")[1].split("<!-- tiny_table:end -->")[0]
+    # the report's "## Reading" sits one level under the README's own "##" section heading
+    assert "\n### Reading\n" in section and "\n## " not in section and "\n# " not in section
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", section)
+    assert links == ["r/curves.png", "r/ranking.png"] and all((tmp_path / link).is_file() for link in links)
+    # a README without the markers: refused before anything is written
+    fresh = tmp_path / "fresh"
     assert (
-        report_main(
-            [str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(tmp_path / "r" / "table1.md")]
-        )
-        == 2
+        report_main([str(sweep_dir), "--out", str(fresh), "--readme", str(tmp_path / "r" / "table1.md")]) == 2
     )
+    assert not fresh.exists()
 
 
 def test_make_report_reproduces_committed_files(tmp_path):
@@ -219,7 +224,7 @@ def test_make_report_reproduces_committed_files(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_bytes((ROOT / "README.md").read_bytes())
     for study in studies:
-        out = tmp_path / study.name
+        out = tmp_path / "reports" / study.name  # the README links its figures by this relative path
         assert report_main([str(study / "runs"), "--out", str(out), "--readme", str(readme)]) == 0
         generated = sorted(p.name for p in out.iterdir() if p.is_file())
         assert generated, study
