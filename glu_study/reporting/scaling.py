@@ -155,6 +155,26 @@ def regime_line(all_sizes: list[Size], floor: float | None) -> str:
     )
 
 
+def baseline_line(all_sizes: list[Size]) -> str | None:
+    """Does the baseline itself get better with size? Every size trains the same number of steps, so a larger
+    model that ends no better is further from convergence, and a gap read across sizes then mixes size with that."""
+    means = [
+        (s.model, float(np.mean(a)))
+        for s in all_sizes
+        if (a := [r.final for r in s.records if r.ffn == BASELINE])
+    ]
+    if len(means) < 2:
+        return None
+    listed = ", ".join(f"{m} {v:.4f}" for m, v in means)
+    if all(b < a for (_, a), (_, b) in zip(means, means[1:], strict=False)):
+        return f"- Size: FFN_ReLU's mean improves with every size ({listed}): larger models learn more here."
+    return (
+        f"- Size: FFN_ReLU's mean does **not** improve with every size ({listed}). Every size trains the same number "
+        "of steps, so a larger model that ends no better is further from convergence: a trend below mixes model size "
+        "with under-training at the larger sizes."
+    )
+
+
 def trend_word(t: Trend) -> str:
     if t.low > 0:
         return "grows"
@@ -208,6 +228,7 @@ def scope_line(all_sizes: list[Size], seeds: int) -> str:
 
 def reading(records: list[RunRecord], all_sizes: list[Size]) -> list[str]:
     lines = [regime_line(all_sizes, unigram_floor(records))]
+    lines += [x for x in (baseline_line(all_sizes),) if x]
     present = set(variants_of(all_sizes))
     lines += [x for v in GLU if v in present if (x := gap_line(all_sizes, v))]
     lines += [x for v in CHALLENGERS if v in present if (x := challenger_line(all_sizes, v))]

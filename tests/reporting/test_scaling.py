@@ -142,6 +142,17 @@ def test_trend_with_size_recomputed_from_records(scaling_dir, report):
         assert f"{NAMES[v]} − FFN_ReLU, paired Δ" in table and f"the gap **{word}** with size here" in table
 
 
+def test_reading_says_whether_the_baseline_improves_with_size(scaling_dir, report):
+    """With one step budget for every size, a larger FFN_ReLU that ends no better is under-trained: said, not hidden."""
+    runs = summaries(scaling_dir)
+    means = [np.mean([runs[(m, "relu", k)]["eval/log_perplexity"] for k in (0, 1, 2)]) for m in SIZES]
+    line = next(ln for ln in (report / "scaling.md").read_text().splitlines() if ln.startswith("- Size:"))
+    assert [round(m, 4) for m in means] == numbers(line)
+    improves = means[1] < means[0]
+    assert ("improves with every size" in line) == improves
+    assert ("mixes model size with under-training" in line) == (not improves)
+
+
 def test_report_files_and_byte_for_byte_regeneration(report, tmp_path):
     for png in ("scaling.png", "gap.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
