@@ -32,6 +32,11 @@ from glu_study.reporting.scaling import is_scaling, write_scaling
 from glu_study.reporting.table1 import write_table1
 from glu_study.reporting.tables2_4 import write_finetune_report
 
+# What each kind of study writes, its main markdown first (the README section is made from it and its figures).
+LR_CHECK_FILES = ("lr_check.md", "lr_check.png")
+SCALING_FILES = ("scaling.md", "runs.csv", "scaling.png", "gap.png")
+TABLE1_FILES = ("table1.md", "runs.csv", "curves.png", "ranking.png")
+
 
 def readme_section(table_md: str, figures: list[Path], readme: Path) -> str:
     """The report as a README section: its "# ..." title dropped, its headings one level down (the README's own
@@ -65,22 +70,12 @@ def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tup
     first, and a one-line summary."""
     if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1
         write_lr_check(records, out_dir, experiment)
-        return ["lr_check.md", "lr_check.png"], f"{len(records)} runs"
+        return list(LR_CHECK_FILES), f"{len(records)} runs"
     if is_scaling(records):  # runs of several model sizes: the scaling study
         all_sizes = write_scaling(records, out_dir, experiment)
-        return [
-            "scaling.md",
-            "runs.csv",
-            "scaling.png",
-            "gap.png",
-        ], f"{len(records)} runs, {len(all_sizes)} sizes"
+        return list(SCALING_FILES), f"{len(records)} runs, {len(all_sizes)} sizes"
     stats = write_table1(records, out_dir, experiment)
-    return [
-        "table1.md",
-        "runs.csv",
-        "curves.png",
-        "ranking.png",
-    ], f"{len(records)} runs, {len(stats)} variants"
+    return list(TABLE1_FILES), f"{len(records)} runs, {len(stats)} variants"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
