@@ -31,5 +31,7 @@ def minor_faults(mode: str) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_activation_memory_is_reused_not_faulted_in_again():
     default, kept = minor_faults("default"), minor_faults("keep")
-    assert default > 20 * 1000  # with glibc's defaults, freed blocks go back to the kernel every step
+    # With glibc's defaults, freed blocks go back to the kernel and are faulted in again: how much depends on where
+    # its sliding mmap threshold settles (measured 18k to 348k faults over the 20 steps), but never under ~2 MB a step.
+    assert default > 20 * 500
     assert kept < default / 10
