@@ -132,17 +132,31 @@ def _name(v: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def baseline_margin(size: Size, floor: float) -> float | None:
+    """How far FFN_ReLU's worst seed at this size ends under the unigram floor (nats); None if it did not run."""
+    base = [r.final for r in size.records if r.ffn == BASELINE]
+    return floor - max(base) if base else None
+
+
+def past_floor(all_sizes: list[Size], floor: float | None) -> list[Size]:
+    """The sizes whose baseline clears the regime bar: the ones that can say something about FFN variants."""
+    if floor is None:
+        return all_sizes
+    return [s for s in all_sizes if (m := baseline_margin(s, floor)) is not None and m >= REGIME_MARGIN]
+
+
+def ran_below_bar(all_sizes: list[Size], passing: list[Size], variant: str) -> bool:
+    """Whether the variant has runs at a size whose baseline misses the regime bar (its trend then changes
+    when that size is left out)."""
+    return any(variant in s.vs_relu for s in all_sizes if s not in passing)
+
+
 def regime_line(all_sizes: list[Size], floor: float | None) -> str:
     if floor is None:
         return "- Regime: the runs did not record the held-out set's unigram floor."
-    parts, ok = [], True
-    for size in all_sizes:
-        base = [r.final for r in size.records if r.ffn == BASELINE]
-        if not base:
-            continue
-        margin = floor - max(base)
-        ok = ok and margin >= REGIME_MARGIN
-        parts.append(f"{size.model} {abs(margin):.3f} {'under' if margin >= 0 else 'above'}")
+    margins = [(s.model, m) for s in all_sizes if (m := baseline_margin(s, floor)) is not None]
+    ok = all(m >= REGIME_MARGIN for _, m in margins)
+    parts = [f"{model} {abs(m):.3f} {'under' if m >= 0 else 'above'}" for model, m in margins]
     verdict = (
         f"**every size learns more than token frequencies** (>= {REGIME_MARGIN} under the floor, every seed)"
         if ok
@@ -183,16 +197,22 @@ def trend_word(t: Trend) -> str:
     return "holds (no change with size resolved)"
 
 
-def gap_line(all_sizes: list[Size], variant: str) -> str | None:
+def gap_line(all_sizes: list[Size], variant: str, passing: list[Size]) -> str | None:
     t = trend(all_sizes, variant)
     if t is None:
         return None
     per_size = "; ".join(f"{s.model} {_ci(s.vs_relu[variant])}" for s in all_sizes if variant in s.vs_relu)
-    return (
+    line = (
         f"- {_name(variant)} − FFN_ReLU, paired Δ [95% CI] per size: {per_size}. Its advantage over FFN_ReLU changes "
         f"by {_f(t.slope)} nats per doubling of the model [{_f(t.low)}, {_f(t.high)}] (p {t.p:.2g}, {t.points} "
         f"runs): the gap **{trend_word(t)}** with size here."
     )
+    if ran_below_bar(all_sizes, passing, variant) and (tp := trend(passing, variant)) is not None:
+        line += (
+            f" Over the sizes past the regime bar only ({', '.join(s.model for s in passing)}): {_f(tp.slope)} "
+            f"[{_f(tp.low)}, {_f(tp.high)}] (p {tp.p:.2g}, {tp.points} runs), the gap **{trend_word(tp)}**."
+        )
+    return line
 
 
 def challenger_line(all_sizes: list[Size], variant: str) -> str | None:
@@ -227,12 +247,14 @@ def scope_line(all_sizes: list[Size], seeds: int) -> str:
 
 
 def reading(records: list[RunRecord], all_sizes: list[Size]) -> list[str]:
-    lines = [regime_line(all_sizes, unigram_floor(records))]
+    floor = unigram_floor(records)
+    passing = past_floor(all_sizes, floor)
+    lines = [regime_line(all_sizes, floor)]
     lines += [x for x in (baseline_line(all_sizes),) if x]
     present = set(variants_of(all_sizes))
-    lines += [x for v in GLU if v in present if (x := gap_line(all_sizes, v))]
+    lines += [x for v in GLU if v in present if (x := gap_line(all_sizes, v, passing))]
     lines += [x for v in CHALLENGERS if v in present if (x := challenger_line(all_sizes, v))]
-    lines += [x for v in CHALLENGERS if v in present if (x := gap_line(all_sizes, v))]
+    lines += [x for v in CHALLENGERS if v in present if (x := gap_line(all_sizes, v, passing))]
     lines.append(scope_line(all_sizes, len({r.seed for r in records})))
     return lines
 
@@ -275,17 +297,28 @@ def challenger_table(all_sizes: list[Size]) -> str:
     return out.getvalue()
 
 
-def trend_table(all_sizes: list[Size]) -> str:
+def trend_table(all_sizes: list[Size], keep=lambda v: True) -> str:
     out = io.StringIO()
     out.write(
         "| variant | advantage over ReLU per doubling [95% CI] | p (two-sided) | runs |\n|---|---:|---:|---:|\n"
     )
-    for t in (trend(all_sizes, v) for v in variants_of(all_sizes) if v != BASELINE):
+    for t in (trend(all_sizes, v) for v in variants_of(all_sizes) if v != BASELINE and keep(v)):
         if t is not None:
             out.write(
                 f"| {_name(t.ffn)} | {_f(t.slope)} [{_f(t.low)}, {_f(t.high)}] | {t.p:.3g} | {t.points} |\n"
             )
     return out.getvalue()
+
+
+def compute_line(all_sizes: list[Size]) -> str:
+    """What the sweep cost, from each run's recorded wall time. A run slowed by other work on the machine counts
+    as it ran, so the median says what a run takes."""
+    per_size = [(s.model, [r.wall_s for r in s.records if r.wall_s is not None]) for s in all_sizes]
+    total = sum(sum(w) for _, w in per_size)
+    parts = "; ".join(
+        f"{m} {sum(w) / 3600:.2f} h, median {np.median(w):.0f} s a run" for m, w in per_size if w
+    )
+    return f"Compute: {total / 3600:.2f} hours of recorded run wall time in all ({parts})."
 
 
 def scaling_markdown(records: list[RunRecord], all_sizes: list[Size], title: str) -> str:
@@ -303,6 +336,7 @@ def scaling_markdown(records: list[RunRecord], all_sizes: list[Size], title: str
         "Holm's correction runs over all comparisons against FFN_ReLU at a size (and, separately, over the "
         "challengers against FFN_SwiGLU).\n\n"
     )
+    w(compute_line(all_sizes) + "\n\n")
     w("## Against FFN_ReLU, per size\n\n" + size_table(all_sizes, floor) + "\n")
     if table := challenger_table(all_sizes):
         w("## The challengers against FFN_SwiGLU, per size\n\n" + table + "\n")
@@ -311,6 +345,13 @@ def scaling_markdown(records: list[RunRecord], all_sizes: list[Size], title: str
         "log2 of the non-embedding parameters: the slope is the change per doubling (positive: the gap grows in "
         "the variant's favour), with a 95% CI from the t distribution.\n\n" + trend_table(all_sizes) + "\n"
     )
+    passing = past_floor(all_sizes, floor)
+    if 2 <= len(passing) < len(all_sizes):
+        w(
+            f"The variants run at a size whose FFN_ReLU misses the regime bar ({REGIME_MARGIN} nats under the "
+            f"unigram floor, every seed), over the sizes that clear it only: {', '.join(s.model for s in passing)}."
+            "\n\n" + trend_table(passing, lambda v: ran_below_bar(all_sizes, passing, v)) + "\n"
+        )
     w("## Reading\n\n" + "\n".join(reading(records, all_sizes)) + "\n")
     return out.getvalue()
 
