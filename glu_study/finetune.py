@@ -144,16 +144,22 @@ def finetune_tracker(cfg, out_dir: Path, pretrained: dict, tasks, train_sets, ra
     )
 
 
-def finetune(cfg: DictConfig, out_dir: Path) -> dict:
-    """Fine-tune `cfg.run_dir`'s model on `cfg.task`; returns scores.json. Raises before training on bad input."""
-    settings = cfg.finetune
+def preflight(cfg: DictConfig) -> tuple[list, Path, dict]:
+    """The checks that need no data: the tasks, the settings, the data directory, the pretrained export, the hub."""
     tasks = resolve_tasks(cfg.task)
-    check_finetune(settings)
+    check_finetune(cfg.finetune)
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
         raise DataError(f"data_dir={cfg.data_dir}: no such directory")
     run_dir = Path(cfg.run_dir).resolve()
     pretrained = check_export(run_dir)
     check_hub(cfg.data_dir)
+    return tasks, run_dir, pretrained
+
+
+def finetune(cfg: DictConfig, out_dir: Path) -> dict:
+    """Fine-tune `cfg.run_dir`'s model on `cfg.task`; returns scores.json. Raises before training on bad input."""
+    settings = cfg.finetune
+    tasks, run_dir, pretrained = preflight(cfg)
     device = setup_device(settings)
     # Data first: a bad dataset fails here, before anything is trained or written.
     tok, train_sets, eval_sets = load_tasks(tasks, run_dir, cfg.data_dir, settings, cfg.cache_dir)
