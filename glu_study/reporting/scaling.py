@@ -28,6 +28,7 @@ from glu_study.reporting.table1 import (
     ALPHA,
     REGIME_MARGIN,
     VariantStats,
+    baseline_margin,
     by_variant,
     compute_stats,
     write_runs_csv,
@@ -134,17 +135,13 @@ def _name(v: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def baseline_margin(size: Size, floor: float) -> float | None:
-    """How far FFN_ReLU's worst seed at this size ends under the unigram floor (nats); None if it did not run."""
-    base = [r.final for r in size.records if r.ffn == BASELINE]
-    return floor - max(base) if base else None
-
-
 def past_floor(all_sizes: list[Size], floor: float | None) -> list[Size]:
     """The sizes whose baseline clears the regime bar: the ones that can say something about FFN variants."""
     if floor is None:
         return all_sizes
-    return [s for s in all_sizes if (m := baseline_margin(s, floor)) is not None and m >= REGIME_MARGIN]
+    return [
+        s for s in all_sizes if (m := baseline_margin(s.records, floor)) is not None and m >= REGIME_MARGIN
+    ]
 
 
 def ran_below_bar(all_sizes: list[Size], passing: list[Size], variant: str) -> bool:
@@ -156,7 +153,7 @@ def ran_below_bar(all_sizes: list[Size], passing: list[Size], variant: str) -> b
 def regime_line(all_sizes: list[Size], floor: float | None) -> str:
     if floor is None:
         return "- Regime: the runs did not record the held-out set's unigram floor."
-    margins = [(s.model, m) for s in all_sizes if (m := baseline_margin(s, floor)) is not None]
+    margins = [(s.model, m) for s in all_sizes if (m := baseline_margin(s.records, floor)) is not None]
     ok = all(m >= REGIME_MARGIN for _, m in margins)
     parts = [f"{model} {abs(m):.3f} {'under' if m >= 0 else 'above'}" for model, m in margins]
     verdict = (
