@@ -59,7 +59,8 @@ class DataConfig:
     mean_noise_span_length: float = 3.0
     vocab_size: int = 32000  # SentencePiece pieces; 100 sentinels are added on top (T5: 32000 + 100)
     extra_ids: int = 100
-    eval_examples: int = 64  # size of the fixed held-out set, in span-corruption examples
+    eval_examples: int = 64  # size of the fixed held-out test set (the reported figure), in examples
+    val_examples: int = 64  # size of the validation set, disjoint from the test set: every choice is made on it
     eval_seed: int = 20200212  # masks of the held-out set: fixed per experiment, independent of `seed`
     cache_dir: str = MISSING
     # embedded corpus

@@ -1,8 +1,8 @@
 """Held-out log-perplexity of a run's latest checkpoint: `python -m glu_study.evaluate run_dir=DIR`.
 
 Rebuilds the run's exact held-out set from its saved config (same corpus, tokenizer, lengths and masks),
-prints the figure and appends it to the run's metrics.jsonl as {"step", "eval/log_perplexity",
-"source": "evaluate"}. Falls back to the Hugging Face export in <run_dir>/model when no checkpoint loads.
+prints the figure and appends it to the run's metrics.jsonl as {"step", "eval/log_perplexity" (test),
+"val/log_perplexity" (validation), "source": "evaluate"}. Falls back to the Hugging Face export in <run_dir>/model when no checkpoint loads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from glu_study.ffn import check_variant_config
 from glu_study.model import build_model
 from glu_study.training import run_dir as records
 from glu_study.training.checkpoints import newest_loadable
-from glu_study.training.heldout import heldout_log_perplexity
+from glu_study.training.heldout import heldout_figures
 
 
 def load_latest(run_dir: Path):
@@ -51,8 +51,8 @@ def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> di
     cfg, model, step, source = load_latest(run_dir)
     data = PretrainData(cfg.data, log=lambda *a: None)
     dev = torch.device(device)
-    value = heldout_log_perplexity(model.to(dev), data, dev, cfg.trainer.precision, batch_size)
-    record = {"step": step, "eval/log_perplexity": value, "source": "evaluate"}
+    figures = heldout_figures(model.to(dev), data, dev, cfg.trainer.precision, batch_size)
+    record = {"step": step, **figures, "source": "evaluate"}
     records.append_metrics(run_dir, record)
     return {**record, "checkpoint": source}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -130,6 +131,7 @@ def embedded_corpus(cfg) -> Path:
         n_train = _write_jsonl(tmp / "train.jsonl", unique(train_files))
         stats = {
             "sources": [{"name": lab, "version": ver} for lab, ver, _ in roots],
+            CONTENT_KEY: content_hash(tmp),
             "files": len(files),
             "heldout_files": len(held_files),
             "train_paragraphs": n_train,
@@ -224,14 +226,19 @@ def text_files_corpus(cfg) -> Path:
             f"data.paths gave {len(train_docs)} training and {len(held_docs)} held-out documents; "
             "both must be non-empty (add text, raise data.heldout_percent, or set data.heldout_paths)"
         )
-    return _write_corpus(final, train_docs, held_docs)
+    return _write_corpus(final, train_docs, held_docs, [{"name": "text_files", "files": files + held}])
 
 
-def _write_corpus(final: Path, train_docs, held_docs) -> Path:
+def _write_corpus(final: Path, train_docs, held_docs, sources: list[dict]) -> Path:
     with atomic_dir(final) as tmp:
         n_held = _write_jsonl(tmp / "heldout.jsonl", held_docs)
         n_train = _write_jsonl(tmp / "train.jsonl", train_docs)
-        stats = {"train_documents": n_train, "heldout_documents": n_held}
+        stats = {
+            "sources": sources,
+            "train_documents": n_train,
+            "heldout_documents": n_held,
+            CONTENT_KEY: content_hash(tmp),
+        }
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
     return final
 
@@ -273,7 +280,8 @@ def c4_corpus(cfg) -> Path:
     )
     if not train_docs or not held_docs:
         raise DataError(f"{cfg.dataset_path}: empty train or validation split")
-    return _write_corpus(final, train_docs, held_docs)
+    sources = [{"name": cfg.dataset_path, "config": cfg.dataset_name, "datasets": datasets.__version__}]
+    return _write_corpus(final, train_docs, held_docs, sources)
 
 
 CORPORA = {"embedded": embedded_corpus, "text_files": text_files_corpus, "c4": c4_corpus}
@@ -283,6 +291,36 @@ def prepare_corpus(cfg) -> Path:
     if cfg.source not in CORPORA:
         raise DataError(f"unknown data.source {cfg.source!r}; valid: {', '.join(CORPORA)}")
     return CORPORA[cfg.source](cfg)
+
+
+CONTENT_KEY = "content_sha256"
+SPLIT_FILES = ("train.jsonl", "heldout.jsonl")
+
+
+def content_hash(corpus_dir: Path) -> str:
+    """SHA-256 of the corpus's two split files: what a run actually read, whatever the cache key says.
+
+    The embedded corpus's cache key names its sources and versions, but the text depends on more (the stdlib's
+    docstrings change between Python patch releases, a package may be built differently), so records name the
+    content itself."""
+    h = hashlib.sha256()
+    for name in SPLIT_FILES:
+        with open(corpus_dir / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def corpus_identity(corpus_dir: Path, source: str) -> dict:
+    """{"corpus_fingerprint": the first 16 hex digits of the content hash, "corpus_sources": [...]}.
+
+    The hash is computed once, when the corpus is built (stats.json); an entry built before it was recorded is
+    hashed on reading (~0.1 s for the embedded corpus) and left as it is."""
+    stats = json.loads((corpus_dir / "stats.json").read_text())
+    digest = stats.get(CONTENT_KEY) or content_hash(corpus_dir)
+    sources = stats.get("sources") or [{"name": source}]
+    python = {"name": "python", "version": sys.version.split()[0]}
+    return {"corpus_fingerprint": digest[:16], "corpus_sources": [*sources, python]}
 
 
 def read_texts(path: Path) -> Iterator[str]:

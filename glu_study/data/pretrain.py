@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glu_study.data.corpora import prepare_corpus
+from glu_study.data.corpora import corpus_identity, prepare_corpus
 from glu_study.data.spans import (
     EOS_ID,
     LABEL_PAD,
@@ -23,11 +23,30 @@ from glu_study.data.tokenizer import tokenize_split, train_tokenizer
 from glu_study.errors import DataError
 
 
-def spread_chunks(stream: np.ndarray, raw_length: int, n: int) -> np.ndarray:
-    """`n` complete `raw_length` chunks of `stream`, evenly spaced from its first chunk to its last."""
-    total = len(stream) // raw_length
-    chunks = stream[: total * raw_length].reshape(total, raw_length)
-    return chunks[np.linspace(0, total - 1, n).round().astype(np.int64)]
+def spread(total: int, n: int) -> np.ndarray:
+    """`n` indices in [0, total), evenly spaced from the first to the last."""
+    return np.linspace(0, total - 1, n).round().astype(np.int64)
+
+
+def heldout_indices(total: int, test: int, val: int) -> tuple[np.ndarray, np.ndarray]:
+    """(test, validation) chunk indices of a held-out stream of `total` chunks, disjoint.
+
+    The test set is `test` chunks spread over the whole stream, exactly as it was before a validation set
+    existed (so earlier figures stay comparable); the validation set is `val` chunks spread over the chunks the
+    test set leaves."""
+    test_idx = spread(total, test)
+    rest = np.setdiff1d(np.arange(total), test_idx)
+    if val > len(rest):
+        raise DataError(
+            f"the held-out split has {total} chunks: data.eval_examples={test} leaves {len(rest)} for the "
+            f"validation set, data.val_examples={val} needs more held-out text"
+        )
+    return test_idx, rest[spread(len(rest), val)] if val else rest[:0]
+
+
+# Held-out sets and the stream id their masks are drawn with (rng([eval_seed, *stream, i])): the test set's
+# masks are what they always were.
+HELDOUT_SPLITS = {"test": (), "val": (1,)}
 
 
 @dataclass
@@ -40,6 +59,8 @@ class DataInfo:
     train_examples: int
     spiece_model: str
     corpus_dir: str
+    corpus_fingerprint: str  # the first 16 hex digits of the corpus files' SHA-256
+    corpus_sources: list  # [{"name", "version"}, ...] the corpus was built from, and the Python that read it
 
 
 class PretrainData:
@@ -48,8 +69,10 @@ class PretrainData:
     Example k of training is chunk perm_e[k mod N] of epoch e = k // N, where perm_e is a permutation drawn
     from (seed, e), and its noise mask is drawn from (seed, e, chunk). A run's position is therefore a
     single integer (the number of examples consumed) and resuming from it replays the same batches.
-    The held-out set is `eval_examples` chunks spread evenly over the whole held-out stream, with masks from
-    `eval_seed`: identical for every run of an experiment, whatever its `seed`.
+    The held-out split gives two fixed sets, with masks from `eval_seed`, identical for every run of an
+    experiment whatever its `seed`: the test set (`eval_examples` chunks spread evenly over the whole held-out
+    stream, the reported figure) and, disjoint from it, the validation set (`val_examples` chunks spread over
+    the rest), on which every choice (learning rate, steps) is made.
     """
 
     def __init__(self, cfg, *, log=print):
@@ -79,7 +102,9 @@ class PretrainData:
             )
         # The incomplete tail chunk is dropped, so every example has exactly inputs_length / targets_length.
         self.train_chunks = train[: n_train * self.raw_length].reshape(n_train, self.raw_length)
-        self.eval_chunks = spread_chunks(held, self.raw_length, cfg.eval_examples)
+        held_chunks = held[: n_held * self.raw_length].reshape(n_held, self.raw_length)
+        test_idx, val_idx = heldout_indices(n_held, cfg.eval_examples, cfg.val_examples)
+        self.heldout_chunks = {"test": held_chunks[test_idx], "val": held_chunks[val_idx]}
         self.info = DataInfo(
             vocab_size=self.vocab_size,
             raw_length=self.raw_length,
@@ -89,12 +114,14 @@ class PretrainData:
             train_examples=n_train,
             spiece_model=str(spiece_model),
             corpus_dir=str(corpus_dir),
+            **corpus_identity(corpus_dir, cfg.source),
         )
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
-        self._eval_pairs: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._eval_pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         log(
             f"data: {cfg.source} corpus {len(train):,} train / {len(held):,} held-out tokens, vocab "
-            f"{self.vocab_size:,}, {self.raw_length} raw -> {cfg.inputs_length}/{self.targets_length} tokens"
+            f"{self.vocab_size:,}, {self.raw_length} raw -> {cfg.inputs_length}/{self.targets_length} tokens, "
+            f"corpus {self.info.corpus_fingerprint}"
         )
 
     def _example(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +155,10 @@ class PretrainData:
         chunk = int(self._permutation(seed, epoch)[within])
         return self._example(self.train_chunks[chunk], np.random.default_rng([seed, epoch, chunk]))
 
+    def data_epochs(self, examples: int) -> float:
+        """Passes over the training chunks that `examples` consumed examples make."""
+        return examples / len(self.train_chunks)
+
     def unigram_floor(self) -> float:
         """The held-out figure of a model that knows only the training split's token frequencies.
 
@@ -150,16 +181,18 @@ class PretrainData:
         """Examples start .. start+size-1 of the run's example sequence."""
         return self._collate([self.train_example(k, seed) for k in range(start, start + size)])
 
-    def eval_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The held-out (inputs, targets) pairs; the set never changes, so it is corrupted once per run."""
-        if self._eval_pairs is None:
-            self._eval_pairs = [
-                self._example(chunk, np.random.default_rng([self.cfg.eval_seed, i]))
-                for i, chunk in enumerate(self.eval_chunks)
+    def eval_pairs(self, split: str = "test") -> list[tuple[np.ndarray, np.ndarray]]:
+        """A held-out set's (inputs, targets) pairs (`split`: test or val); a set never changes, so it is
+        corrupted once per run."""
+        if split not in self._eval_pairs:
+            stream = HELDOUT_SPLITS[split]
+            self._eval_pairs[split] = [
+                self._example(chunk, np.random.default_rng([self.cfg.eval_seed, *stream, i]))
+                for i, chunk in enumerate(self.heldout_chunks[split])
             ]
-        return self._eval_pairs
+        return self._eval_pairs[split]
 
-    def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        pairs = self.eval_pairs()
+    def eval_batches(self, batch_size: int, split: str = "test") -> Iterator[dict[str, torch.Tensor]]:
+        pairs = self.eval_pairs(split)
         for i in range(0, len(pairs), batch_size):
             yield self._collate(pairs[i : i + batch_size])

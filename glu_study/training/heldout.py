@@ -6,14 +6,28 @@ import torch
 
 from glu_study.data import LABEL_PAD, PretrainData
 
+TEST_METRIC = "eval/log_perplexity"  # the reported figure (the contract's name)
+VAL_METRIC = "val/log_perplexity"  # the validation set's: every choice is made on it, never on the test set
+
+
+def heldout_figures(model, data: PretrainData, device, precision: str, batch_size: int) -> dict[str, float]:
+    """Both held-out figures of one evaluation, under their metric names."""
+    return {
+        metric: heldout_log_perplexity(model, data, device, precision, batch_size, split)
+        for metric, split in ((TEST_METRIC, "test"), (VAL_METRIC, "val"))
+    }
+
 
 @torch.no_grad()
-def heldout_log_perplexity(model, data: PretrainData, device, precision: str, batch_size: int) -> float:
-    """Over the run's fixed held-out set; sentinels and EOS count, padding does not."""
+def heldout_log_perplexity(
+    model, data: PretrainData, device, precision: str, batch_size: int, split: str = "test"
+) -> float:
+    """Over one of the run's fixed held-out sets (`split`: test, the reported figure, or val); sentinels and EOS
+    count, padding does not."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for batch in data.eval_batches(batch_size):
+    for batch in data.eval_batches(batch_size, split):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(**batch).logits

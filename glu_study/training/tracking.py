@@ -81,7 +81,11 @@ class Tracker:
         e.g. "min,last"), which summary() leaves alone. `mode` is the W&B mode from resolve_mode (None: resolve it
         here)."""
         self.enabled = enabled
-        self.summaries = summaries or {"eval/log_perplexity": "min,last", "train/loss": "last"}
+        self.summaries = summaries or {
+            "eval/log_perplexity": "min,last",
+            "val/log_perplexity": "min,last",
+            "train/loss": "last",
+        }
         self.run = None
         self.run_id = state.get("wandb_id")
         if not enabled:

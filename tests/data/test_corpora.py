@@ -60,6 +60,7 @@ def test_c4_loader_on_local_file_with_c4_schema(tmp_path):
             "data.vocab_size=200",
             "data.inputs_length=64",
             "data.eval_examples=4",
+            "data.val_examples=4",
             f"data.cache_dir={tmp_path / 'cache'}",
             f"+data.data_files.train={tmp_path / 'c4-train.json'}",
             f"+data.data_files.validation={tmp_path / 'c4-validation.json'}",
@@ -92,6 +93,7 @@ def test_text_files_formats(tmp_path, suffix):
             "data.vocab_size=150",
             "data.inputs_length=32",
             "data.eval_examples=2",
+            "data.val_examples=2",
             "data.heldout_percent=10",
             f"data.cache_dir={tmp_path / 'cache'}",
         ]

@@ -13,6 +13,7 @@ TINY = [
     "data.packages=[]",
     "data.vocab_size=1000",
     "data.eval_examples=16",
+    "data.val_examples=16",
     "data.inputs_length=64",
     "trainer.batch_size=8",
     "trainer.max_steps=6",
