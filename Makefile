@@ -1,11 +1,11 @@
 # make train  — create .venv if needed, install, run the default experiment (t5_tiny, embedded corpus)
-# make test   — create .venv if needed, install, run the test suite (not `slow`)
+# make test   — create .venv if needed, install, run the test suite (not `slow`; `make test-slow` runs those)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install train test test-all lint report figures clean
+.PHONY: install train test test-slow test-all lint report figures clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ train: install
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
+
+# The slow tier alone (kill/poll loops, torchrun, multi-run sweeps as fixtures): .ci/run runs it after `make test`.
+test-slow: install
+	$(PY) -m pytest -q --runslow -m slow $(ARGS)
 
 test-all: install
 	$(PY) -m pytest -q --runslow $(ARGS)

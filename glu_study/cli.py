@@ -1,4 +1,5 @@
-"""The command line's contract where Hydra runs the show (../shared/design.md, "Exit codes").
+"""The command line's contract where Hydra runs the show: exit 0 (finished, or pre-empted after a checkpoint),
+2 (bad input: one `error:` line, nothing written), 3 (non-finite loss), as glu_study.errors says.
 
 `check_overrides()` composes the config from the command line as Hydra is about to, so a mistake Hydra would
 report in its own way (an empty `ffn=`, `seed=abc`, a mistyped key) is one `error:` line and exit 2 instead.

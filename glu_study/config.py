@@ -2,8 +2,8 @@
 
 Each group's YAML is merged into one of these dataclasses at compose time, so a mistyped key
 (`trainer.max_step=5`) or a wrong type (`trainer.batch_size=big`) fails before anything runs. What a type cannot
-say (a choice among names, a count that must be positive) is checked by `check_trainer` / `check_finetune`
-before a run builds anything.
+say (a choice among names, a count that must be positive, a rate that must not be negative) is checked by the
+`check_*` functions below, in each command's preflight, before a run builds or writes anything.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class DataConfig:
     vocab_size: int = 32000  # SentencePiece pieces; 100 sentinels are added on top (T5: 32000 + 100)
     extra_ids: int = 100
     eval_examples: int = 64  # size of the fixed held-out test set (the reported figure), in examples
-    val_examples: int = 64  # size of the validation set, disjoint from the test set: every choice is made on it
+    val_examples: int = (
+        64  # size of the validation set, disjoint from the test set: every choice is made on it
+    )
     eval_seed: int = 20200212  # masks of the held-out set: fixed per experiment, independent of `seed`
     cache_dir: str = MISSING
     # embedded corpus
@@ -84,15 +86,13 @@ class DataConfig:
 
 
 @dataclass
-class TrainerConfig:
+class LoopSettings:
+    """What both training loops (pretraining's `trainer.*`, fine-tuning's `finetune.*`) are configured by: the
+    optimizer step (glu_study.training.optim) and the shared loop (glu_study.training.loop)."""
+
     max_steps: int = 1000
     batch_size: int = 32  # per optimizer step, across all ranks and accumulation micro-steps
     grad_accum: int = 1
-    eval_every: int = 100
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
     optimizer: str = "adafactor"  # adafactor | adamw
     lr: float = 1.0  # multiplies the schedule; rsqrt with lr 1.0 gives T5's 0.01 plateau at 10k warmup
     schedule: str = "rsqrt"  # rsqrt | cosine | constant
@@ -100,8 +100,17 @@ class TrainerConfig:
     decay_fraction: float = 0.1  # rsqrt: linear decay to 0 over this final share of steps
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # 0 disables; Adafactor already clips its *update* at RMS 1.0
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+
+
+@dataclass
+class TrainerConfig(LoopSettings):
     compile: bool = False
 
 
@@ -129,33 +138,24 @@ class Config:
 
 
 @dataclass
-class FinetuneSettings:
-    """conf_finetune/finetune/*.yaml: how a pretrained run is fine-tuned (the paper: Adafactor, constant 1e-3, dropout 0.1)."""
+class FinetuneSettings(LoopSettings):
+    """conf_finetune/finetune/*.yaml: how a pretrained run is fine-tuned (the paper: Adafactor, constant 1e-3,
+    dropout 0.1). The loop settings are LoopSettings'; only their defaults differ here."""
 
-    max_steps: int = 1000
-    batch_size: int = 32  # examples per optimizer step, drawn from the task mixture
-    grad_accum: int = 1
-    inputs_length: int = 512  # longer inputs are truncated (T5 does the same)
-    targets_length: int = 128  # training targets are truncated to this; generation stops here
-    optimizer: str = "adafactor"  # adafactor | adamw (same implementations as pretraining)
     lr: float = 1e-3
     schedule: str = "constant"  # constant | rsqrt | cosine
     warmup_steps: int = 0
     decay_fraction: float = 0.0
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 1
+    inputs_length: int = 512  # longer inputs are truncated (T5 does the same)
+    targets_length: int = 128  # training targets are truncated to this; generation stops here
     dropout_rate: float = 0.1  # on during fine-tuning, as in T5 (pretraining used none)
     mixing_limit: int = 524_288  # examples-proportional mixing: a task's rate is min(its size, this)
     max_train_examples: int = 0  # 0: every training example; else a fixed random subset of each task
-    eval_every: int = 500
     eval_examples: int = 0  # 0: the whole dev split; else its first N rows (quick checks, not comparable)
     eval_batch_size: int = 64
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 1
-    log_every: int = 10
-    precision: str = "fp32"  # fp32 | bf16
-    device: str = "auto"  # auto | cpu | cuda
-    num_threads: int = 0
 
 
 @dataclass
@@ -205,18 +205,40 @@ SETTING_CHOICES = {
     "schedule": ("rsqrt", "cosine", "constant"),
     "device": ("auto", "cpu", "cuda"),
 }
-# Counts both loops need to be >= 1.
-LOOP_COUNTS = ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_checkpoints")
+# Ranges of the loop settings both commands share: (lowest value, whether the lowest value itself is allowed).
+LOOP_RANGES = {
+    **dict.fromkeys(("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every"), (1, True)),
+    **dict.fromkeys(("keep_checkpoints", "log_every"), (1, True)),
+    "lr": (0.0, False),
+    **dict.fromkeys(("warmup_steps", "weight_decay", "grad_clip", "num_threads"), (0, True)),
+}
+FINETUNE_RANGES = {
+    **dict.fromkeys(("inputs_length", "targets_length", "eval_batch_size", "mixing_limit"), (1, True)),
+    **dict.fromkeys(("max_train_examples", "eval_examples"), (0, True)),
+}
+DATA_RANGES = {
+    **dict.fromkeys(("inputs_length", "vocab_size", "extra_ids", "eval_examples", "val_examples"), (1, True)),
+    **dict.fromkeys(("max_train_documents", "max_heldout_documents", "tokenizer_max_sentences"), (1, True)),
+    "tokenizer_threads": (1, True),
+    "min_paragraph_chars": (0, True),
+    "heldout_percent": (0.0, False),
+}
 
 
-def check_settings(settings, group: str, positive: tuple[str, ...]) -> None:
-    """One ConfigError for the first bad choice, non-positive count or decay fraction outside [0, 1]."""
+def check_ranges(settings, group: str, ranges: dict) -> None:
+    """One ConfigError for the first setting below its range: `group.key must be >= low` (or `> low`)."""
+    for key, (low, inclusive) in ranges.items():
+        value = settings[key]
+        if value < low or (value == low and not inclusive):
+            raise ConfigError(f"{group}.{key} must be {'>=' if inclusive else '>'} {low}, got {value}")
+
+
+def check_settings(settings, group: str, extra_ranges: dict | None = None) -> None:
+    """One ConfigError for the first bad choice, setting out of range or decay fraction outside [0, 1]."""
     for key, valid in SETTING_CHOICES.items():
         if settings[key] not in valid:
             raise ConfigError(f"{group}.{key}={settings[key]!r} is not one of {', '.join(valid)}")
-    for key in positive:
-        if settings[key] < 1:
-            raise ConfigError(f"{group}.{key} must be >= 1, got {settings[key]}")
+    check_ranges(settings, group, {**LOOP_RANGES, **(extra_ranges or {})})
     if not 0.0 <= settings.decay_fraction <= 1.0:
         raise ConfigError(f"{group}.decay_fraction must be in [0, 1], got {settings.decay_fraction}")
 
@@ -228,29 +250,31 @@ MODEL_COUNTS += ("relative_attention_num_buckets", "relative_attention_max_dista
 
 def check_model(model) -> None:
     """Model sizes transformers would only reject deep inside T5's constructor (or not at all)."""
-    for key in MODEL_COUNTS:
-        if model[key] < 1:
-            raise ConfigError(f"model.{key} must be >= 1, got {model[key]}")
+    check_ranges(model, "model", dict.fromkeys(MODEL_COUNTS, (1, True)))
     if not 0.0 <= model.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1), got {model.dropout_rate}")
-    if model.layer_norm_epsilon <= 0:
-        raise ConfigError(f"model.layer_norm_epsilon must be > 0, got {model.layer_norm_epsilon}")
+    check_ranges(model, "model", {"layer_norm_epsilon": (0.0, False), "initializer_factor": (0.0, False)})
 
 
 def check_logger(logger) -> None:
     if logger.mode not in LOGGER_MODES:
         raise ConfigError(f"logger.mode={logger.mode!r} is not one of {', '.join(LOGGER_MODES)}")
-    if not logger.timeout_s > 0:
-        raise ConfigError(f"logger.timeout_s must be > 0, got {logger.timeout_s}")
+    check_ranges(logger, "logger", {"timeout_s": (0.0, False)})
 
 
 def check_trainer(trainer) -> None:
-    check_settings(trainer, "trainer", (*LOOP_COUNTS, "log_every"))
+    check_settings(trainer, "trainer")
+
+
+def check_data(data) -> None:
+    """Data settings a type cannot check; the span settings themselves are checked by glu_study.data.spans."""
+    check_ranges(data, "data", DATA_RANGES)
+    if data.heldout_percent >= 100:
+        raise ConfigError(f"data.heldout_percent must be < 100, got {data.heldout_percent}")
 
 
 def check_finetune(settings) -> None:
-    counts = ("inputs_length", "targets_length", "log_every", "eval_batch_size", "mixing_limit")
-    check_settings(settings, "finetune", (*LOOP_COUNTS, *counts))
+    check_settings(settings, "finetune", FINETUNE_RANGES)
     if settings.batch_size % settings.grad_accum:
         raise ConfigError(
             f"finetune.batch_size={settings.batch_size} is not divisible by grad_accum={settings.grad_accum}"

@@ -1,6 +1,6 @@
 """What can go wrong, and what the command line says when it does.
 
-Every command keeps one contract (../shared/design.md): bad input is one `error:` line on stderr and exit 2,
+Every command keeps one contract (the README's "Exit codes"): bad input is one `error:` line on stderr and exit 2,
 after whatever the command created has been removed; a non-finite training loss is exit 3 (its diagnostic
 checkpoint is kept). Each bad-input error below derives from `BadInputError`, so a command catches one type.
 """
@@ -56,3 +56,13 @@ def cli_exit_codes(cleanup=lambda: None):
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_NONFINITE) from None
+
+
+def exit_status(body) -> int:
+    """`body()` (returning an exit status) under cli_exit_codes, for a command's `main()`: its status, or that of
+    the error whose one line cli_exit_codes printed. `sys.exit(main())` then ends the process with it."""
+    try:
+        with cli_exit_codes():
+            return body()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1

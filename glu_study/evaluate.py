@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from glu_study.config import DataConfig
 from glu_study.data import PretrainData
-from glu_study.errors import DataError, cli_exit_codes
+from glu_study.errors import ConfigError, DataError, exit_status
 from glu_study.ffn import check_variant_config
 from glu_study.model import build_model
 from glu_study.training import run_dir as records
@@ -49,7 +50,8 @@ def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> di
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such run directory")
     cfg, model, step, source = load_latest(run_dir)
-    data = PretrainData(cfg.data, log=lambda *a: None)
+    # On the schema: a run recorded before a data setting existed gets that setting's default.
+    data = PretrainData(OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data), log=lambda *a: None)
     dev = torch.device(device)
     figures = heldout_figures(model.to(dev), data, dev, cfg.trainer.precision, batch_size)
     record = {"step": step, **figures, "source": "evaluate"}
@@ -59,18 +61,20 @@ def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> di
 
 def main(argv: list[str] | None = None) -> int:
     args = OmegaConf.from_cli(sys.argv[1:] if argv is None else argv)
-    if "run_dir" not in args:
-        print("usage: python -m glu_study.evaluate run_dir=DIR [batch_size=32] [device=cpu]", file=sys.stderr)
-        return 2
-    with cli_exit_codes():
+
+    def body() -> int:
+        if "run_dir" not in args:
+            raise ConfigError("usage: python -m glu_study.evaluate run_dir=DIR [batch_size=32] [device=cpu]")
         result = evaluate_run(
             Path(str(args.run_dir)), int(args.get("batch_size", 32)), str(args.get("device", "cpu"))
         )
-    print(
-        f"held-out log-perplexity of {result['checkpoint']} (step {result['step']}): "
-        f"{result['eval/log_perplexity']:.4f}"
-    )
-    return 0
+        print(
+            f"held-out log-perplexity of {result['checkpoint']} (step {result['step']}): "
+            f"{result['eval/log_perplexity']:.4f} (validation set {result['val/log_perplexity']:.4f})"
+        )
+        return 0
+
+    return exit_status(body)
 
 
 if __name__ == "__main__":

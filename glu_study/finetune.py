@@ -4,7 +4,7 @@
     python -m glu_study.finetune run_dir=DIR task=all finetune=paper       (= experiment=table2_paper)
 
 Read top to bottom in `finetune()`: load the run's Hugging Face export (model/ with spiece.model) with dropout
-switched on -> cast every task to text-to-text (glu_study.tasks) and tokenise it (cached by `datasets`) -> train
+switched on -> cast every task to text-to-text (glu_study.finetuning.tasks) and tokenise it (cached by `datasets`) -> train
 on an examples-proportional mixture of the tasks with the pretraining loop's optimizer step -> every `eval_every`
 steps generate answers for each dev split and score them with the task's official metric -> keep the best
 score per task (T5's protocol) -> scores.json.
@@ -37,26 +37,11 @@ from glu_study.finetuning.mixture import collate, encode_eval, encode_train, mix
 from glu_study.finetuning.tasks import TASKS, Task, check_hub, load_split, resolve_tasks
 from glu_study.training import run_dir as records
 from glu_study.training.checkpoints import Checkpointer
-from glu_study.training.loop import TrainLoop, seed_everything, setup_device
+from glu_study.training.loop import TrainLoop, device_kind, seed_everything, setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
+from glu_study.training.preflight import check_run
+from glu_study.training.state import FinetuneState
 from glu_study.training.tracking import Tracker
-
-# Settings that may change between a fine-tune and its resumption (they do not change the maths).
-RESUMABLE_CHANGES = {
-    "eval_every",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "log_every",
-    "num_threads",
-    "eval_batch_size",
-}
-
-
-def comparable(cfg: dict) -> dict:
-    """The parts of a fine-tune's config that must match for its directory to be resumed."""
-    settings = {k: v for k, v in cfg["finetune"].items() if k not in RESUMABLE_CHANGES}
-    kept = {k: v for k, v in cfg.items() if k not in ("logger", "finetune", "cache_dir")}
-    return {**kept, "finetune": settings}
 
 
 def check_export(run_dir: Path) -> dict:
@@ -101,7 +86,7 @@ def load_tasks(tasks: list[Task], run_dir: Path, data_dir, settings, cache_dir: 
 
 
 def scores_record(
-    cfg, tasks: list[Task], pretrained: dict, state: dict, truncated: bool, finished: bool
+    cfg, tasks: list[Task], pretrained: dict, state: FinetuneState, truncated: bool, finished: bool
 ) -> dict:
     """scores.json: best and final scores per task, the benchmark averages, and what they came from."""
     return {
@@ -113,19 +98,21 @@ def scores_record(
         "ffn": pretrained["ffn"],
         "seed": pretrained["seed"],
         "finetune_seed": cfg.seed,
-        "steps": state["step"],
+        "steps": state.step,
         "max_steps": cfg.finetune.max_steps,
         "finished": finished,
         "eval_examples": cfg.finetune.eval_examples,
         "dev_truncated": truncated,
-        "best": state["best"],
-        "final": state["final"],
-        **benchmark_averages(state["best"]),
-        "wall_s": round(state["wall_s"], 3),
+        "best": state.best,
+        "final": state.final,
+        **benchmark_averages(state.best),
+        "wall_s": round(state.wall_s, 3),
     }
 
 
-def finetune_tracker(cfg, out_dir: Path, pretrained: dict, tasks, train_sets, rates, state: dict) -> Tracker:
+def finetune_tracker(
+    cfg, out_dir: Path, pretrained: dict, tasks, train_sets, rates, state: FinetuneState, mode: str
+) -> Tracker:
     """The fine-tune's metrics.jsonl and W&B run (job type `finetune`, named after the pretrained run)."""
     derived = {
         "pretrained": pretrained,
@@ -140,27 +127,33 @@ def finetune_tracker(cfg, out_dir: Path, pretrained: dict, tasks, train_sets, ra
         tags=["finetune", str(pretrained["ffn"]), *(t.name for t in tasks)],
         name=f"{pretrained['name']}/{cfg.name}",
         job_type="finetune",
+        mode=mode,
         summaries={"train/loss": "last", **{f"{t.name}/score": "max,last" for t in tasks}},
     )
 
 
-def preflight(cfg: DictConfig) -> tuple[list, Path, dict]:
-    """The checks that need no data: the tasks, the settings, the data directory, the pretrained export, the hub."""
+RESUME_HINT = "choose another name= for this fine-tune"
+
+
+def preflight(cfg: DictConfig, out_dir: Path) -> tuple[list, Path, dict, str]:
+    """The checks that need no data, before anything is built or written: the tasks, what every command checks
+    (glu_study.training.preflight: the settings with their ranges, the W&B mode and server, the fine-tune
+    directory's recorded config), the data directory, the pretrained export, the hub. Returns the W&B mode."""
     tasks = resolve_tasks(cfg.task)
-    check_finetune(cfg.finetune)
+    mode = check_run(cfg, check_finetune, cfg.finetune, out_dir, RESUME_HINT)
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
         raise DataError(f"data_dir={cfg.data_dir}: no such directory")
     run_dir = Path(cfg.run_dir).resolve()
     pretrained = check_export(run_dir)
     check_hub(cfg.data_dir)
-    return tasks, run_dir, pretrained
+    return tasks, run_dir, pretrained, mode
 
 
 def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     """Fine-tune `cfg.run_dir`'s model on `cfg.task`; returns scores.json. Raises before training on bad input."""
     settings = cfg.finetune
-    tasks, run_dir, pretrained = preflight(cfg)
-    device = setup_device(settings)
+    tasks, run_dir, pretrained, mode = preflight(cfg, out_dir)
+    device = setup_device(device_kind(settings), settings)
     # Data first: a bad dataset fails here, before anything is trained or written.
     tok, train_sets, eval_sets = load_tasks(tasks, run_dir, cfg.data_dir, settings, cfg.cache_dir)
     rates = mixture_rates([len(d) for d in train_sets], settings.mixing_limit)
@@ -173,31 +166,33 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     schedule = make_schedule(optimizer, settings)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {"step": 0, "wandb_id": None, "best": {}, "final": {}, "wall_s": 0.0}
+    state = FinetuneState()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(out_dir, model, optimizer, schedule, state, resolved)
-    if checkpointer.resume(comparable, hint="choose another name= for this fine-tune"):
-        print(f"resuming {out_dir} from step {state['step']}")
+    resumed = checkpointer.resume(RESUME_HINT)
+    if resumed:
+        print(f"resuming {out_dir} from step {state.step}")
     # Our own copy of the config: in a -m sweep Hydra's .hydra/ is in the sweep directory, not here.
     records.save_config(out_dir, cfg)
-    tracker = finetune_tracker(cfg, out_dir, pretrained, tasks, train_sets, rates, state)
-    state["wandb_id"] = tracker.run_id
+    records.keep_metrics_until(out_dir, state.step if resumed else -1)
+    tracker = finetune_tracker(cfg, out_dir, pretrained, tasks, train_sets, rates, state, mode)
+    state.wandb_id = tracker.run_id
 
     def evaluate() -> None:
         scores = evaluate_tasks(model, tok, eval_sets, settings, device)
-        state["final"] = scores
+        state.final = scores
         for name, metrics in scores.items():
-            best = state["best"].get(name)
+            best = state.best.get(name)
             if best is None or metrics["score"] > best["score"]:  # T5: the best checkpoint per task
-                state["best"][name] = {**metrics, "step": state["step"]}
-        tracker.log(state["step"], {f"{n}/{k}": v for n, m in scores.items() for k, v in m.items()})
-        finished = state["step"] == settings.max_steps
+                state.best[name] = {**metrics, "step": state.step}
+        tracker.log(state.step, {f"{n}/{k}": v for n, m in scores.items() for k, v in m.items()})
+        finished = state.step == settings.max_steps
         records.write_scores(out_dir, scores_record(cfg, tasks, pretrained, state, truncated, finished))
 
     micro = settings.batch_size // settings.grad_accum
 
     def train_step() -> tuple[torch.Tensor, int]:
-        pairs = sample_batch(train_sets, rates, settings.batch_size, cfg.seed, state["step"])
+        pairs = sample_batch(train_sets, rates, settings.batch_size, cfg.seed, state.step)
         micro_batches = [collate(pairs[i : i + micro]) for i in range(0, len(pairs), micro)]
         loss = optimizer_step(model, model, optimizer, schedule, micro_batches, settings, device)
         return loss, sum(len(x) + len(y) for x, y in pairs)
@@ -207,7 +202,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     TrainLoop(settings, state, checkpointer, tracker, schedule, device=device, desc=desc).run(
         train_step, evaluate
     )
-    if not state["final"]:  # resumed a fine-tune that had already finished
+    if not state.final:  # resumed a fine-tune that had already finished
         evaluate()
     record = scores_record(cfg, tasks, pretrained, state, truncated, finished=True)
     records.write_scores(out_dir, record)

@@ -1,4 +1,4 @@
-"""Turn pretraining runs into the paper's Table 1, beside the paper's figures.
+"""Turn pretraining runs into a committed study: the paper's Table 1, a learning-rate check, a scaling study.
 
     python -m glu_study.report runs/table1_cpu                     # a sweep directory (or several run dirs)
     python -m glu_study.report --wandb ENTITY/PROJECT --group table1_cpu
@@ -9,19 +9,22 @@ lr_check.md, lr_check.png), and runs/<name>/ with the raw records
 every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can regenerate the
 same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
 finetune.csv: Tables 2-4 (glu_study.reporting.tables2_4), their records copied beside the others. Local
-directories and the W&B Public API are two readers of one record type (glu_study.reporting.records).
+directories and the W&B Public API are two readers of one record type (glu_study.reporting.records). Runs
+whose corpus fingerprints differ are never pooled: the command refuses them (exit 2), naming the runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from glu_study.errors import DataError, exit_status
 from glu_study.reporting.lr_check import is_lr_check, write_lr_check
+from glu_study.reporting.readme import readme_markers, readme_section, update_readme
 from glu_study.reporting.records import (
     RunRecord,
+    check_one_corpus,
     copy_raw_records,
     find_run_dirs,
     read_finetunes,
@@ -36,33 +39,6 @@ from glu_study.reporting.tables2_4 import write_finetune_report
 LR_CHECK_FILES = ("lr_check.md", "lr_check.png")
 SCALING_FILES = ("scaling.md", "runs.csv", "scaling.png", "gap.png")
 TABLE1_FILES = ("table1.md", "runs.csv", "curves.png", "ranking.png")
-
-
-def readme_section(table_md: str, figures: list[Path], readme: Path) -> str:
-    """The report as a README section: its "# ..." title dropped, its headings one level down (the README's own
-    section is "##"), and its figures embedded by paths relative to the README, so they show on GitHub."""
-    body = table_md.split("\n", 2)[2]
-    body = "\n".join("#" + line if line.startswith("#") else line for line in body.rstrip().split("\n"))
-    links = [f"![{f.stem}]({os.path.relpath(f, readme.parent)})" for f in figures]
-    return body + ("\n\n" + "\n".join(links) if links else "")
-
-
-def readme_markers(readme: Path, experiment: str) -> tuple[str, str]:
-    """The README's `<!-- <experiment>:begin -->` / `:end -->` pair; KeyError if it lacks one (checked before
-    anything is written)."""
-    begin, end = f"<!-- {experiment}:begin -->", f"<!-- {experiment}:end -->"
-    text = readme.read_text()
-    if begin not in text or end not in text:
-        raise KeyError(f"{readme} has no {begin} ... {end} markers")
-    return begin, end
-
-
-def update_readme(readme: Path, experiment: str, section: str) -> None:
-    """Replace the text between the README's markers with the generated section, so the README shows the
-    committed study without a hand-typed number."""
-    begin, end = readme_markers(readme, experiment)
-    head, rest = readme.read_text().split(begin, 1)
-    readme.write_text(f"{head}{begin}\n{section}\n{end}{rest.split(end, 1)[1]}")
 
 
 def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tuple[list[str], str]:
@@ -97,25 +73,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:  # read everything before writing anything
-        run_dirs = [] if args.wandb else find_run_dirs(args.dirs, warn=lambda m: print(m, file=sys.stderr))
-        records = read_wandb(args.wandb, args.group) if args.wandb else [read_run_dir(d) for d in run_dirs]
-        finetunes = read_finetunes(run_dirs)
-    except (FileNotFoundError, KeyError, ValueError) as e:  # ValueError covers json.JSONDecodeError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: report(args))  # bad input: one error line, exit 2, before anything is written
+
+
+def report(args: argparse.Namespace) -> int:
+    # Read and check everything before writing anything.
+    run_dirs = [] if args.wandb else find_run_dirs(args.dirs, warn=lambda m: print(m, file=sys.stderr))
+    records = read_wandb(args.wandb, args.group) if args.wandb else [read_run_dir(d) for d in run_dirs]
+    finetunes = read_finetunes(run_dirs)
     if not records:
-        print("error: no finished runs found", file=sys.stderr)
-        return 2
+        raise DataError("no finished runs found")
+    check_one_corpus(records)
     groups = sorted({r.group for r in records})
     experiment = groups[0] if len(groups) == 1 else "mixed"
     out_dir = args.out or Path.cwd() / "reports" / experiment
     if args.readme:
-        try:
-            readme_markers(args.readme, experiment)
-        except (FileNotFoundError, KeyError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        readme_markers(args.readme, experiment)
     if run_dirs:
         copy_raw_records(run_dirs, out_dir / "runs")
     files, summary = write_study(records, out_dir, experiment)

@@ -26,29 +26,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from glu_study.cli import check_overrides, guarded
-from glu_study.config import check_logger, check_model, check_trainer
+from glu_study.config import check_data, check_model, check_trainer
 from glu_study.data import PretrainData
-from glu_study.errors import BadInputError, ConfigError
+from glu_study.errors import ConfigError
 from glu_study.ffn import Variant, check_variant_config
 from glu_study.model import build_model, count_parameters, param_counts
 from glu_study.training import run_dir as records
 from glu_study.training.checkpoints import Checkpointer
 from glu_study.training.distributed import DistInfo, finish_distributed, launched_rank, setup_distributed
 from glu_study.training.heldout import TEST_METRIC, VAL_METRIC, heldout_figures
-from glu_study.training.loop import TrainLoop, seed_everything, setup_device
+from glu_study.training.loop import TrainLoop, device_kind, seed_everything, setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
-from glu_study.training.tracking import Tracker, resolve_mode
-
-# Trainer settings that may change between a run and its resumption (they do not change the maths).
-RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_threads"}
-
-
-def comparable(cfg: dict) -> dict:
-    """The parts of a config that must match for a run directory to be resumed."""
-    cfg = {k: v for k, v in cfg.items() if k not in ("logger", "name")}
-    cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in RESUMABLE_CHANGES}
-    cfg["data"] = {k: v for k, v in cfg["data"].items() if k not in ("cache_dir", "tokenizer_threads")}
-    return cfg
+from glu_study.training.preflight import check_run
+from glu_study.training.state import PretrainState
+from glu_study.training.tracking import Tracker
 
 
 def per_rank_batch(trainer, info: DistInfo) -> int:
@@ -65,24 +56,24 @@ RESUME_HINT = "choose another hydra.run.dir (or the same overrides as before) to
 
 
 def preflight(cfg: DictConfig, run_dir: Path, info: DistInfo) -> tuple[Variant, str]:
-    """Every check the config allows, before anything is built or written: the variant, trainer and model
-    settings, the W&B mode (and server), and that the run directory holds no differently configured run."""
+    """Every check the config allows, before anything is built or written: the variant, model and data
+    settings, then what every command checks (glu_study.training.preflight: the trainer's settings, the W&B mode
+    and server, and that the run directory holds no differently configured run)."""
     variant = check_variant_config(cfg.ffn)
-    check_trainer(cfg.trainer)
     check_model(cfg.model)
-    check_logger(cfg.logger)
+    check_data(cfg.data)
+    mode = check_run(cfg, check_trainer, cfg.trainer, run_dir, RESUME_HINT, is_main=info.is_main)
     per_rank_batch(cfg.trainer, info)
-    records.check_resumable(run_dir, OmegaConf.to_container(cfg, resolve=True), comparable, RESUME_HINT)
-    mode = resolve_mode(cfg.logger.mode, cfg.logger.timeout_s) if info.is_main else "disabled"
     return variant, mode
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """One pretraining run in `run_dir`; returns the summary. Raises before writing anything on bad input."""
     trainer = cfg.trainer
-    info = setup_distributed("cuda" if trainer.device == "cuda" else "cpu")
+    kind = device_kind(trainer)
+    info = setup_distributed(kind)
     variant, mode = preflight(cfg, run_dir, info)
-    device = setup_device(trainer, info)
+    device = setup_device(kind, trainer, info)
     per_rank = per_rank_batch(trainer, info)
     log = print if info.is_main else (lambda *a, **k: None)
 
@@ -95,48 +86,45 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     schedule = make_schedule(optimizer, trainer)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = {"step": 0, "data_position": 0, "wandb_id": None, "best_eval": None, "wall_s": 0.0}
+    state = PretrainState()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(run_dir, model, optimizer, schedule, state, resolved, enabled=info.is_main)
-    if checkpointer.resume(comparable, RESUME_HINT, log=log):
-        log(f"resuming {run_dir} from step {state['step']}")
+    resumed = checkpointer.resume(RESUME_HINT, log=log)
+    if resumed:
+        log(f"resuming {run_dir} from step {state.step}")
     if info.is_main:
         records.save_config(run_dir, cfg, records.HYDRA_CONFIG)
+        records.keep_metrics_until(run_dir, state.step if resumed else -1)  # events after it come again
     tags = ["gated" if variant.is_gated_act else "non-gated", cfg.model.name]
     tracker = Tracker(cfg, run_dir, derived, state, tags=tags, enabled=info.is_main, mode=mode)
-    state["wandb_id"] = tracker.run_id
+    state.wandb_id = tracker.run_id
 
     def evaluate() -> float | None:
         if not info.is_main:
             return None
         figures = heldout_figures(model, data, device, trainer.precision, per_rank * trainer.grad_accum)
-        value = figures[TEST_METRIC]
-        state["best_eval"] = value if state["best_eval"] is None else min(state["best_eval"], value)
-        state["last_eval"], state["last_val"] = value, figures[VAL_METRIC]
-        tracker.log(state["step"], figures)
-        return value
+        state.record_eval(figures[TEST_METRIC], figures[VAL_METRIC])
+        tracker.log(state.step, figures)
+        return state.last_eval
 
     fwd = forward_module(model, device, info, compile=trainer.compile)
     tokens_per_step = trainer.batch_size * (data.info.inputs_length + data.targets_length)
 
     def train_step() -> tuple[torch.Tensor, int]:
-        start = state["data_position"]
+        start = state.data_position
         micro_batches = (
             data.train_batch(start + (m * info.world_size + info.rank) * per_rank, per_rank, cfg.seed)
             for m in range(trainer.grad_accum)
         )
-        state["data_position"] += trainer.batch_size
+        state.data_position += trainer.batch_size
         loss = optimizer_step(fwd, model, optimizer, schedule, micro_batches, trainer, device)
         return loss, tokens_per_step
 
-    finished_before = state["step"] == trainer.max_steps
-    if state["step"] == 0:
+    if state.step == 0:
         evaluate()  # the untrained model's figure: the first point of every curve
     model.train()
     loop = TrainLoop(trainer, state, checkpointer, tracker, schedule, device=device, desc=cfg.name, info=info)
-    loop.run(train_step, evaluate)
-    if finished_before:  # a finished run re-run: report its figure again
-        evaluate()
+    loop.run(train_step, evaluate)  # a finished run re-run takes no step: it re-reports its recorded figures
     summary = run_summary(cfg, variant, derived, state, data, info)
     if info.is_main:
         publish(run_dir, model, data, tracker, summary)
@@ -152,6 +140,23 @@ def publish(run_dir: Path, model, data: PretrainData, tracker: Tracker, summary:
     tracker.finish(exit_code=0)
     figure, step = summary["eval/log_perplexity"], summary["steps"]
     print(f"final held-out log-perplexity ({summary['name']}, step {step}): {figure:.4f}")
+    print(next_steps(run_dir, summary, tracker.mode))
+
+
+def next_steps(run_dir: Path, summary: dict, mode: str) -> str:
+    """What a newcomer needs after the bare figure: what it compares with, and where to look next."""
+    floor, val = summary["eval/unigram_floor"], summary["val/log_perplexity"]
+    lines = [
+        f"  unigram floor of the held-out set {floor:.4f} (a model that learned only token frequencies); "
+        f"validation set {val:.4f}; {summary['tokens_per_param']:g} tokens seen per non-embedding parameter",
+        f"  run directory: {run_dir}",
+        f"  report:        python -m glu_study.report {run_dir}",
+    ]
+    if mode in ("offline", "online"):
+        lines.append(f"  W&B run:       wandb leet {run_dir / 'wandb'}")
+    if mode == "offline":
+        lines.append(f"  upload later:  wandb sync {run_dir / 'wandb'}/offline-run-*")
+    return "\n".join(lines)
 
 
 def forward_module(model, device: torch.device, info: DistInfo, *, compile: bool):
@@ -189,10 +194,10 @@ def derived_figures(cfg, variant: Variant, data: PretrainData, model) -> dict:
 
 
 def run_summary(
-    cfg, variant: Variant, derived: dict, state: dict, data: PretrainData, info: DistInfo
+    cfg, variant: Variant, derived: dict, state: PretrainState, data: PretrainData, info: DistInfo
 ) -> dict:
     tokens_per_example = data.info.inputs_length + data.targets_length
-    tokens_seen = state["data_position"] * tokens_per_example
+    tokens_seen = state.data_position * tokens_per_example
     return {
         "name": cfg.name,
         "ffn": variant.name,
@@ -201,40 +206,40 @@ def run_summary(
         "params": derived["params"],
         "non_embedding_params": derived["non_embedding_params"],
         "d_ff": derived["d_ff"],
-        "steps": state["step"],
+        "steps": state.step,
         "tokens_seen": tokens_seen,
         # The regime: the paper's 65k-step column is ~26.5 tokens per non-embedding parameter.
         "tokens_per_param": round(tokens_seen / derived["non_embedding_params"], 4),
-        "data_epochs": round(data.data_epochs(state["data_position"]), 4),
-        TEST_METRIC: state.get("last_eval"),
-        "eval/best_log_perplexity": state["best_eval"],
-        VAL_METRIC: state.get("last_val"),
+        "data_epochs": round(data.data_epochs(state.data_position), 4),
+        TEST_METRIC: state.last_eval,
+        "eval/best_log_perplexity": state.best_eval,
+        VAL_METRIC: state.last_val,
         "eval/unigram_floor": derived["unigram_floor"],
         "corpus_fingerprint": derived["corpus_fingerprint"],
         "corpus_sources": derived["corpus_sources"],
-        "train/tokens_per_s": state.get("tokens_per_s"),
-        "wall_s": round(state["wall_s"], 3),
+        "train/tokens_per_s": state.tokens_per_s,
+        "wall_s": round(state.wall_s, 3),
         "world_size": info.world_size,
         "precision": cfg.trainer.precision,
     }
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float:
-    """The command: one writer per run directory; bad input removes what this invocation created, nothing else."""
-    main_rank = launched_rank() == 0
-    fresh = main_rank and records.holds_only_hydra_files(run_dir)  # before our lock file exists
-    with records.one_writer(run_dir) if main_rank else contextlib.nullcontext():
-        try:
-            return train(cfg, run_dir)["eval/log_perplexity"]
-        except BadInputError:
-            if fresh:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-
-
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    return guarded(lambda: run(cfg, Path(HydraConfig.get().runtime.output_dir).resolve()))
+    """The command: one writer per run directory; bad input removes what this invocation created, nothing else."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    main_rank = launched_rank() == 0
+    fresh = main_rank and records.holds_only_hydra_files(run_dir)  # before our lock file exists
+
+    def cleanup() -> None:
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def body() -> float:
+        with records.one_writer(run_dir) if main_rank else contextlib.nullcontext():
+            return train(cfg, run_dir)["eval/log_perplexity"]
+
+    return guarded(body, cleanup)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from glu_study.config import ROOT, compose
 from glu_study.data import EOS_ID, PretrainData
 from glu_study.ffn import check_variant_config
 from glu_study.model import build_model, param_counts, t5_config
-from glu_study.training.loop import setup_device
+from glu_study.training.loop import device_kind, setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
 
 # --- the baseline, as users write it (after HF's examples/flax/language-modeling/run_t5_mlm_flax.py) -------
@@ -293,7 +293,8 @@ def main() -> None:
     args = p.parse_args()
 
     device = torch.device(args.device)
-    setup_device(compose([f"experiment={args.experiment}", *args.ours]).trainer)
+    trainer = compose([f"experiment={args.experiment}", *args.ours]).trainer
+    setup_device(device_kind(trainer), trainer)
     peak32 = matmul_peak(torch.float32, device)
     peak16 = matmul_peak(torch.bfloat16, device)
     command = " ".join([*args.models, *(["--ours", *args.ours] if args.ours else [])])

@@ -1,8 +1,9 @@
-"""Issue 2: the Hydra conf tree composes for every combination, the schema rejects mistakes, bad variants
+"""The Hydra conf tree composes for every combination, the schema rejects mistakes, bad variants
 fail before anything is written."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -10,6 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from glu_study.config import CONF_DIR, compose
+from glu_study.errors import ConfigError
 from glu_study.ffn import PAPER_VARIANTS, VARIANTS, check_variant_config
 from tests.helpers import run_cli
 
@@ -111,3 +113,40 @@ def test_each_command_lists_only_the_groups_it_can_use(tmp_path):
     assert finetune == {"experiment": {"table2_paper"}, "finetune": {"cpu", "paper"}}
     shared = compose(["run_dir=x", "task=rte", "logger=offline"], config_name="finetune")
     assert shared.logger.mode == "offline"
+
+
+@pytest.mark.parametrize(
+    ("group", "override", "fragment"),
+    [
+        ("trainer", "trainer.warmup_steps=-1", "trainer.warmup_steps must be >= 0"),
+        ("trainer", "trainer.weight_decay=-0.1", "trainer.weight_decay must be >= 0"),
+        ("trainer", "trainer.grad_clip=-1", "trainer.grad_clip must be >= 0"),
+        ("trainer", "trainer.log_every=0", "trainer.log_every must be >= 1"),
+        ("trainer", "trainer.lr=0", "trainer.lr must be > 0.0"),
+        ("data", "data.val_examples=0", "data.val_examples must be >= 1"),
+        ("data", "data.heldout_percent=100", "data.heldout_percent must be < 100"),
+        ("data", "data.vocab_size=0", "data.vocab_size must be >= 1"),
+        ("model", "model.layer_norm_epsilon=0", "model.layer_norm_epsilon must be > 0.0"),
+        ("logger", "logger.timeout_s=0", "logger.timeout_s must be > 0.0"),
+    ],
+)
+def test_every_numeric_setting_has_its_range_checked(group, override, fragment):
+    """What preflight refuses (the CLI path itself is tested for a few of these in tests/training)."""
+    from glu_study.config import check_data, check_logger, check_model, check_trainer
+
+    check = {"trainer": check_trainer, "data": check_data, "model": check_model, "logger": check_logger}
+    cfg = compose([override])
+    for name, fn in check.items():
+        if name != group:
+            fn(cfg[name])  # the other groups stay valid
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        check[group](cfg[group])
+
+
+def test_finetune_settings_share_the_loop_settings_and_their_ranges():
+    from glu_study.config import FinetuneSettings, LoopSettings, TrainerConfig, check_finetune
+
+    assert issubclass(TrainerConfig, LoopSettings) and issubclass(FinetuneSettings, LoopSettings)
+    cfg = compose(["run_dir=/nowhere", "task=rte", "finetune.lr=-1"], config_name="finetune")
+    with pytest.raises(ConfigError, match=re.escape("finetune.lr must be > 0.0")):
+        check_finetune(cfg.finetune)

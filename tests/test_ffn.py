@@ -1,4 +1,4 @@
-"""Issue 2: the variant registry, compute matching, the model builder and the HF export."""
+"""The variant registry, compute matching, the model builder and the HF export."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7: the activation gallery (same activations as the registry) and the quick MLP comparison."""
+"""The activation gallery (same activations as the registry) and the quick MLP comparison."""
 
 from __future__ import annotations
 

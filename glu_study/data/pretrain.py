@@ -102,6 +102,7 @@ class PretrainData:
             )
         # The incomplete tail chunk is dropped, so every example has exactly inputs_length / targets_length.
         self.train_chunks = train[: n_train * self.raw_length].reshape(n_train, self.raw_length)
+        self.n_heldout_chunks = n_held
         held_chunks = held[: n_held * self.raw_length].reshape(n_held, self.raw_length)
         test_idx, val_idx = heldout_indices(n_held, cfg.eval_examples, cfg.val_examples)
         self.heldout_chunks = {"test": held_chunks[test_idx], "val": held_chunks[val_idx]}

@@ -11,9 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from glu_study.errors import DataError
 from glu_study.training import run_dir as records
 
-METRIC = "eval/log_perplexity"
+METRIC = "eval/log_perplexity"  # the test set's figure: what every table reports
+VAL_METRIC = "val/log_perplexity"  # the validation set's: what every choice is made on
 
 
 @dataclass
@@ -34,6 +36,12 @@ class RunRecord:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, eval/log_perplexity)
     unigram_floor: float | None = None  # the held-out set's unigram floor (recorded since the 2026-11 study)
     plateau: float | None = None  # the learning-rate plateau: trainer.lr / sqrt(trainer.warmup_steps)
+    # Recorded since the 2026-12 studies (None in older records):
+    val_final: float | None = None  # val/log_perplexity at the last step
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    tokens_per_param: float | None = None  # tokens seen per non-embedding parameter: the training regime
+    data_epochs: float | None = None  # passes over the training chunks
+    corpus_fingerprint: str | None = None  # the corpus's content hash: runs pool only when it is the same
 
 
 def plateau_of(trainer) -> float | None:
@@ -43,8 +51,14 @@ def plateau_of(trainer) -> float | None:
     return float(trainer["lr"]) / max(int(trainer["warmup_steps"]), 1) ** 0.5
 
 
-def run_record(summary, *, name, ffn, seed, model, group, final, curve, trainer=None) -> RunRecord:
+def run_record(
+    summary, *, name, ffn, seed, model, group, final, curve, val_curve=(), trainer=None
+) -> RunRecord:
     """The record from a run's summary (summary.json or W&B's run.summary) and what is stored elsewhere."""
+    ratio = summary.get("tokens_per_param")
+    if ratio is None:  # older records: the same ratio from what they did record
+        ratio = int(summary["tokens_seen"]) / int(summary["non_embedding_params"])
+    val = summary.get(VAL_METRIC)
     return RunRecord(
         name=name,
         ffn=ffn,
@@ -62,25 +76,25 @@ def run_record(summary, *, name, ffn, seed, model, group, final, curve, trainer=
         curve=curve,
         unigram_floor=summary.get("eval/unigram_floor"),
         plateau=plateau_of(trainer),
+        val_final=float(val.get("last") if isinstance(val, dict) else val) if val is not None else None,
+        val_curve=list(val_curve),
+        tokens_per_param=float(ratio),
+        data_epochs=summary.get("data_epochs"),
+        corpus_fingerprint=summary.get("corpus_fingerprint"),
     )
 
 
 def read_run_dir(run_dir: Path) -> RunRecord:
-    """The run's record; a damaged file is named (ValueError), never skipped."""
+    """The run's record; a damaged file is named (DataError), never skipped."""
     try:
         return _read_run_dir(run_dir)
     except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{run_dir}: damaged run record ({type(e).__name__}: {e})") from None
+        raise DataError(f"{run_dir}: damaged run record ({type(e).__name__}: {e})") from None
 
 
 def _read_run_dir(run_dir: Path) -> RunRecord:
     s = records.read_summary(run_dir)
-    # `evaluate` re-checks (with a "source") are not part of the curve.
-    curve = [
-        (int(r["step"]), float(r[METRIC]))
-        for r in records.read_metrics(run_dir)
-        if METRIC in r and "source" not in r
-    ]
+    events = records.read_metrics(run_dir)
     cfg = records.load_config(run_dir)
     group = cfg.logger.group if cfg is not None else "runs"
     return run_record(
@@ -91,9 +105,32 @@ def _read_run_dir(run_dir: Path) -> RunRecord:
         model=s["model"],
         group=group,
         final=s[METRIC],
-        curve=curve,
+        curve=curve_of(events, METRIC),
+        val_curve=curve_of(events, VAL_METRIC),
         trainer=cfg.trainer if cfg is not None else None,
     )
+
+
+def curve_of(events: list[dict], metric: str) -> list[tuple[int, float]]:
+    """(step, value) of the training run's evaluations, one per step: `evaluate` re-checks (with a "source")
+    are not part of the curve, and a step evaluated twice (a re-run that re-reported, before 2026-12) counts
+    once, its last value."""
+    points = {int(r["step"]): float(r[metric]) for r in events if metric in r and "source" not in r}
+    return sorted(points.items())
+
+
+def check_one_corpus(runs: list[RunRecord]) -> None:
+    """Runs are pooled only when they saw the same corpus: a DataError naming the runs of each fingerprint
+    otherwise (records from before fingerprints were recorded count as one "unrecorded" corpus)."""
+    by_corpus: dict[str, list[str]] = {}
+    for r in runs:
+        by_corpus.setdefault(r.corpus_fingerprint or "unrecorded", []).append(r.name)
+    if len(by_corpus) > 1:
+        listed = "; ".join(
+            f"{fp}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''} ({len(names)} runs)"
+            for fp, names in sorted(by_corpus.items())
+        )
+        raise DataError(f"these runs saw different corpora, so they cannot be pooled in one study: {listed}")
 
 
 def unigram_floor(records: list[RunRecord]) -> float | None:
@@ -108,14 +145,14 @@ def find_run_dirs(paths: list[Path], warn=print) -> list[Path]:
     found = []
     for p in paths:
         if not p.exists():
-            raise FileNotFoundError(f"{p}: no such directory")
+            raise DataError(f"{p}: no such directory")
         found.extend(sorted(q.parent for q in p.rglob(records.SUMMARY)))
         started = {q.parent for q in p.rglob(records.METRICS)}
         for d in sorted(started):
             if not (d / records.SUMMARY).is_file() and d.parent.name != "finetune":
                 warn(f"warning: {d} has no {records.SUMMARY} (not finished?); left out of the report")
     if not found:
-        raise FileNotFoundError(f"no finished runs (summary.json) under {', '.join(map(str, paths))}")
+        raise DataError(f"no finished runs (summary.json) under {', '.join(map(str, paths))}")
     return found
 
 
@@ -130,7 +167,10 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
         s, c = run.summary, run.config
         final = s.get(METRIC)
         final = final.get("last") if isinstance(final, dict) else final
-        curve = [(int(row["_step"]), float(row[METRIC])) for row in run.scan_history(keys=["_step", METRIC])]
+        curve, val_curve = (
+            [(int(row["_step"]), float(row[m])) for row in run.scan_history(keys=["_step", m])]
+            for m in (METRIC, VAL_METRIC)
+        )
         out.append(
             run_record(
                 s,
@@ -141,6 +181,7 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
                 group=run.group,
                 final=final,
                 curve=curve,
+                val_curve=val_curve,
                 trainer=c.get("trainer"),
             )
         )
@@ -189,7 +230,7 @@ def read_finetunes(run_dirs: list[Path]) -> list[FinetuneRecord]:
             try:
                 out.append(finetune_record(json.loads(path.read_text())))
             except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path} is not a complete fine-tune record ({e!r})") from None
+                raise DataError(f"{path} is not a complete fine-tune record ({e!r})") from None
     return out
 
 

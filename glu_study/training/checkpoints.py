@@ -14,14 +14,14 @@ import hashlib
 import random
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from glu_study.errors import ConfigError
 from glu_study.files import TMP_PREFIX, atomic_dir, fsync_write
+from glu_study.training.run_dir import refuse_different
+from glu_study.training.state import RunState
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -98,13 +98,14 @@ def set_rng_state(state: dict) -> None:
 class Checkpointer:
     """Saves and restores one run's complete state under `<directory>/checkpoints/`.
 
-    It holds the objects a checkpoint is made of — model, optimizer, schedule and the loop's `state` dict (updated
-    in place on resume) — and the resolved config, so that a resume can refuse a directory trained differently.
+    It holds the objects a checkpoint is made of — model, optimizer, schedule and the loop's typed `state`
+    (glu_study.training.state, restored in place on resume) — and the resolved config, so that a resume can
+    refuse a directory trained differently.
     `enabled=False` (DDP ranks other than 0) makes saving a no-op.
     """
 
     def __init__(
-        self, directory: Path, model, optimizer, schedule, state: dict, config: dict, *, enabled=True
+        self, directory: Path, model, optimizer, schedule, state: RunState, config: dict, *, enabled=True
     ):
         self.directory, self.model, self.optimizer, self.schedule = directory, model, optimizer, schedule
         self.state, self.config, self.enabled = state, config, enabled
@@ -118,7 +119,7 @@ class Checkpointer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "rng": rng_state(),
-            "state": dict(self.state),
+            "state": self.state.state_dict(),
             "config": self.config,
         }
         final = self.directory / "checkpoints" / name
@@ -130,11 +131,12 @@ class Checkpointer:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def resume(self, comparable: Callable[[dict], dict], hint: str, log=print) -> bool:
+    def resume(self, hint: str, log=print) -> bool:
         """Restore the newest checkpoint that loads, in place; False when there is none.
 
-        `comparable(config)` picks what must match between the checkpoint's config and this run's; a mismatch is
-        a ConfigError ending in `hint`. Leftovers of saves killed half-way are removed first (by rank 0).
+        A checkpoint whose config differs from this run's (glu_study.training.run_dir.refuse_different) is a
+        ConfigError naming the keys, ending in `hint`. Leftovers of saves killed half-way are removed first (by
+        rank 0).
         """
         if self.enabled:
             for stale in (self.directory / "checkpoints").glob(f"{TMP_PREFIX}*"):
@@ -143,12 +145,10 @@ class Checkpointer:
         if found is None:
             return False
         ckpt = found[2]
-        if comparable(ckpt["config"]) != comparable(self.config):
-            raise ConfigError(f"{self.directory} holds a run with a different configuration; {hint}")
+        refuse_different(self.directory, ckpt["config"], self.config, hint)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"])
-        self.state.clear()
-        self.state.update(ckpt["state"])
+        self.state.load_state_dict(ckpt["state"])
         return True

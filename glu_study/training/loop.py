@@ -22,10 +22,13 @@ from tqdm.auto import tqdm
 from glu_study.errors import EXIT_NONFINITE, ConfigError, NonFiniteLossError
 from glu_study.training.checkpoints import Checkpointer
 from glu_study.training.distributed import SINGLE_PROCESS, DistInfo, all_reduce_mean, any_rank
+from glu_study.training.state import RunState
 from glu_study.training.tracking import Tracker
 
 
-def setup_device(settings, info: DistInfo = SINGLE_PROCESS) -> torch.device:
+def device_kind(settings) -> str:
+    """`settings.device` resolved, once per command: "cuda" or "cpu" (`auto`: CUDA when there is a GPU). The
+    process group's backend (NCCL or gloo) and the device are both derived from it."""
     kind = settings.device
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
@@ -34,6 +37,12 @@ def setup_device(settings, info: DistInfo = SINGLE_PROCESS) -> torch.device:
             raise ConfigError("device=cuda but no CUDA device is available (use trainer=cpu)")
         if settings.precision == "bf16" and not torch.cuda.is_bf16_supported():
             raise ConfigError("precision=bf16 but this GPU does not support bfloat16")
+    return kind
+
+
+def setup_device(kind: str, settings, info: DistInfo = SINGLE_PROCESS) -> torch.device:
+    """The torch device of this rank for a resolved `kind` (device_kind), set up for training."""
+    if kind == "cuda":
         torch.cuda.set_device(info.local_rank)
         # TF32 matmuls for the fp32 parts (and fp32 runs); bf16 autocast covers the rest.
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -109,17 +118,18 @@ class LossWindow:
 
 
 class TrainLoop:
-    """Steps `state["step"]` up to `settings.max_steps` (see the module docstring).
+    """Steps `state.step` up to `settings.max_steps` (see the module docstring).
 
-    `settings` has max_steps, log_every, eval_every, checkpoint_every and keep_checkpoints; `state` is the loop's
-    resumable state (it holds at least "step" and "wall_s", and gains "tokens_per_s"). Under DDP every rank runs
-    the loop; stopping is agreed only at log intervals, since a collective every step would be a host sync.
+    `settings` are a command's loop settings (glu_study.config.LoopSettings); `state` is its resumable state
+    (glu_study.training.state.RunState: the loop advances `step` and keeps `wall_s`, `tokens_per_s`). Under DDP
+    every rank runs the loop; stopping is agreed only at log intervals, since a collective every step would be a
+    host sync.
     """
 
     def __init__(
         self,
         settings,
-        state: dict,
+        state: RunState,
         checkpointer: Checkpointer,
         tracker: Tracker,
         schedule,
@@ -132,7 +142,7 @@ class TrainLoop:
         self.schedule, self.device, self.desc, self.info = schedule, device, desc, info
 
     def due(self, every: int) -> bool:
-        return self.state["step"] % every == 0 or self.state["step"] == self.settings.max_steps
+        return self.state.step % every == 0 or self.state.step == self.settings.max_steps
 
     def run(self, train_step: Callable[[], tuple[torch.Tensor, int]], evaluate: Callable[[], object]) -> None:
         """`train_step()` does one optimizer step, returning (its loss on the device, the tokens it trained on)."""
@@ -140,16 +150,16 @@ class TrainLoop:
         window = LossWindow(self.device)
         bar = tqdm(
             total=s.max_steps,
-            initial=state["step"],
+            initial=state.step,
             desc=self.desc,
             disable=not self.info.is_main,
             dynamic_ncols=True,
             mininterval=1.0,
         )
         with StopOnSigterm() as stop, bar:
-            while state["step"] < s.max_steps:
+            while state.step < s.max_steps:
                 loss, tokens = train_step()
-                state["step"] += 1
+                state.step += 1
                 window.add(loss, tokens)
                 bar.update(1)
                 if self.due(s.log_every):
@@ -157,16 +167,16 @@ class TrainLoop:
                 if self.due(s.eval_every):
                     evaluate()
                 if self.due(s.checkpoint_every):
-                    self.checkpointer.save(f"step_{state['step']}", s.keep_checkpoints)
-                if state["step"] < s.max_steps and self.stop_requested(stop):
+                    self.checkpointer.save(f"step_{state.step}", s.keep_checkpoints)
+                if state.step < s.max_steps and self.stop_requested(stop):
                     self.preempt()
 
     def log_window(self, window: LossWindow, bar) -> None:
-        step = self.state["step"]
+        step = self.state.step
         loss, tokens_per_s, seconds = window.read()
         loss = all_reduce_mean(loss, self.device, self.info)
-        self.state["wall_s"] += seconds
-        self.state["tokens_per_s"] = tokens_per_s
+        self.state.wall_s += seconds
+        self.state.tokens_per_s = tokens_per_s
         if not math.isfinite(loss):
             path = self.checkpointer.save(f"diagnostic_step_{step}")
             self.tracker.finish(exit_code=EXIT_NONFINITE)
@@ -176,12 +186,12 @@ class TrainLoop:
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
 
     def stop_requested(self, stop: StopOnSigterm) -> bool:
-        if self.info.world_size > 1 and self.state["step"] % self.settings.log_every:
+        if self.info.world_size > 1 and self.state.step % self.settings.log_every:
             return False
         return any_rank(stop.requested, self.device, self.info)
 
     def preempt(self) -> None:
-        step = self.state["step"]
+        step = self.state.step
         self.checkpointer.save(f"step_{step}", self.settings.keep_checkpoints)
         if self.info.is_main:
             print(f"\nSIGTERM: checkpoint saved at step {step}; run the same command to resume")

@@ -1,7 +1,7 @@
 """The run directory's files: the one module that knows their names and formats.
 
     <run_dir>/
-      .hydra/config.yaml     resolved config (Hydra writes it)
+      .hydra/config.yaml     resolved config (the run writes it once its checks pass; Hydra writes nothing here)
       metrics.jsonl          one JSON object per logging event ({"step": N, "train/loss": ..., ...})
       summary.json           final figures of a pretraining run
       checkpoints/step_<N>/  see glu_study.training.checkpoints
@@ -70,15 +70,18 @@ def one_writer(directory: Path) -> Iterator[None]:
 
 
 def read_metrics(directory: Path) -> list[dict]:
+    """The logging events. A process killed while appending can leave a last line without its newline: that is
+    not a record yet (it is left out here, and the writer trims it when the run resumes)."""
     path = Path(directory) / METRICS
     if not path.exists():
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    lines = path.read_text().split("\n")
+    return [json.loads(line) for line in lines[:-1] if line.strip()]  # the last piece: "" or a torn line
 
 
 def keep_metrics_until(directory: Path, step: int) -> None:
-    """On resume, drop events logged after the checkpoint resumed from: they will be logged again."""
+    """When a run starts, drop events logged after the step it starts from (all of them when it starts afresh:
+    step -1): they will be logged again. Only the command that writes the run calls it, before logging."""
     kept = [r for r in read_metrics(directory) if r["step"] <= step]
     write_text_atomic(directory / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
@@ -122,21 +125,44 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def check_resumable(directory: Path, resolved: dict, comparable, hint: str) -> None:
-    """Refuse, before anything is written, a directory whose recorded run was configured differently: the error
-    names each key that differs (old -> new). `comparable(config)` picks what must match."""
-    saved = load_config(directory) if directory.is_dir() else None
-    if saved is None:
-        return
-    try:
-        old = comparable(OmegaConf.to_container(saved, resolve=True))
-    except Exception:  # an unreadable record: the checkpoint's own config check still guards the resume
-        return
-    diffs = config_differences(old, comparable(resolved))
+# Settings that may change between a run and its resumption (they do not change the maths), in either command's
+# loop settings (`trainer.*`, `finetune.*`); and what is not compared at all.
+RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_threads"}
+RESUMABLE_CHANGES |= {"eval_batch_size"}
+NOT_COMPARED = {"logger", "name", "cache_dir"}
+DATA_NOT_COMPARED = {"cache_dir", "tokenizer_threads"}  # where the cache lives, how many threads build it
+
+
+def comparable(cfg: dict) -> dict:
+    """The parts of a resolved config (pretraining's or a fine-tune's) that must match for a resume."""
+    out = {k: v for k, v in cfg.items() if k not in NOT_COMPARED}
+    for group in ("trainer", "finetune"):
+        if isinstance(out.get(group), dict):
+            out[group] = {k: v for k, v in out[group].items() if k not in RESUMABLE_CHANGES}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k not in DATA_NOT_COMPARED}
+    return out
+
+
+def refuse_different(directory: Path, old: dict, new: dict, hint: str) -> None:
+    """The one resume comparison: a ConfigError naming each key that differs (old -> new), ending in `hint`."""
+    diffs = config_differences(comparable(old), comparable(new))
     if diffs:
         raise ConfigError(
             f"{directory} holds a run with a different configuration ({'; '.join(diffs)}); {hint}"
         )
+
+
+def check_resumable(directory: Path, resolved: dict, hint: str) -> None:
+    """Refuse, before anything is written, a directory whose recorded config differs from `resolved`."""
+    saved = load_config(directory) if directory.is_dir() else None
+    if saved is None:
+        return
+    try:
+        old = OmegaConf.to_container(saved, resolve=True)
+    except Exception:  # an unreadable record: the checkpoint's own config check still guards the resume
+        return
+    refuse_different(directory, old, resolved, hint)
 
 
 def read_summary(directory: Path) -> dict:

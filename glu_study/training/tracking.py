@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 
 from glu_study.errors import ConfigError
 from glu_study.network import host_port, reachable
-from glu_study.training.run_dir import METRICS, keep_metrics_until
+from glu_study.training.run_dir import METRICS
+from glu_study.training.state import RunState
 
 
 def wandb_url() -> str:
@@ -68,18 +69,19 @@ class Tracker:
         cfg,
         run_dir: Path,
         derived: dict,
-        state: dict,
+        state: RunState,
         *,
+        mode: str,
         tags: list[str],
         name: str | None = None,
         job_type: str = "pretrain",
         summaries: dict[str, str] | None = None,
         enabled: bool = True,
-        mode: str | None = None,
     ):
-        """`derived` (parameter counts, d_ff, ...) joins the config under that key; `summaries` are W&B define_metric summaries (metric ->
-        e.g. "min,last"), which summary() leaves alone. `mode` is the W&B mode from resolve_mode (None: resolve it
-        here)."""
+        """`mode` is the W&B mode the command's preflight resolved (resolve_mode); `derived` (parameter counts,
+        d_ff, ...) joins the config under that key; `summaries` are W&B define_metric summaries (metric -> e.g.
+        "min,last"), which summary() leaves alone. Construction only opens metrics.jsonl for appending: the
+        command trims it to its resumed step (run_dir.keep_metrics_until) before."""
         self.enabled = enabled
         self.summaries = summaries or {
             "eval/log_perplexity": "min,last",
@@ -87,13 +89,12 @@ class Tracker:
             "train/loss": "last",
         }
         self.run = None
-        self.run_id = state.get("wandb_id")
+        self.run_id = state.wandb_id
+        self.mode = mode if enabled else "disabled"
         if not enabled:
             return
-        keep_metrics_until(run_dir, state["step"])
         self._file = open(run_dir / METRICS, "a")
 
-        mode = mode or resolve_mode(cfg.logger.mode, cfg.logger.timeout_s)
         if mode == "disabled":
             return
         import wandb

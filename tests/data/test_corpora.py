@@ -24,6 +24,7 @@ def random_docs(n: int, words_per_doc: int = 150, seed: int = 0) -> list[str]:
     return [f"Document {i}. " + " ".join(rng.choice(words, words_per_doc)) + "." for i in range(n)]
 
 
+@pytest.mark.slow
 def test_embedded_corpus_is_deterministic(session_cache):
     """Building the corpus twice gives the same bytes (checked on stdlib only; the >= 20 MB default is `slow`)."""
     cfg = compose([]).data

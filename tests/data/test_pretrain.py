@@ -122,3 +122,31 @@ def test_tokenizer_training_is_deterministic(tmp_path, tiny_data):
     first = train_tokenizer(corpus, cfg).read_bytes()
     shutil.rmtree(train_tokenizer(corpus, cfg).parent)
     assert train_tokenizer(corpus, cfg).read_bytes() == first
+
+
+def test_validation_set_is_disjoint_from_the_unchanged_test_set(tiny_data):
+    """The test set is the chunks it always was (evenly spread over the held-out stream), the validation set
+    comes from the chunks it leaves, and both are fixed by data.eval_seed: not by the run's seed."""
+    from glu_study.data.pretrain import heldout_indices
+
+    cfg, n_held = tiny_data.cfg, tiny_data.n_heldout_chunks
+    test_idx, val_idx = heldout_indices(n_held, cfg.eval_examples, cfg.val_examples)
+    assert list(test_idx) == list(np.linspace(0, n_held - 1, cfg.eval_examples).round().astype(int))
+    assert not set(test_idx) & set(val_idx) and len(val_idx) == cfg.val_examples
+    test, val = tiny_data.eval_pairs("test"), tiny_data.eval_pairs("val")
+    assert not {x.tobytes() for x, _ in test} & {x.tobytes() for x, _ in val}
+    with pytest.raises(DataError, match="data.val_examples"):
+        heldout_indices(n_held, cfg.eval_examples, n_held - cfg.eval_examples + 1)
+
+
+def test_records_name_the_corpus_by_its_content(tiny_data):
+    import hashlib
+
+    from glu_study.data.corpora import SPLIT_FILES
+
+    digest = hashlib.sha256()
+    for name in SPLIT_FILES:
+        digest.update((Path(tiny_data.info.corpus_dir) / name).read_bytes())
+    assert tiny_data.info.corpus_fingerprint == digest.hexdigest()[:16]
+    names = [s["name"] for s in tiny_data.info.corpus_sources]
+    assert names[0] == "stdlib" and names[-1] == "python"

@@ -40,6 +40,7 @@ def pretrained(tmp_path_factory):
     return run_dir, data
 
 
+@pytest.mark.slow
 def test_end_to_end_rte_and_squad_recorded_and_reported(pretrained, tmp_path):
     run_dir, data = pretrained
     r = run_cli(
@@ -139,6 +140,7 @@ def test_multirun_one_record_directory_per_task(pretrained, tmp_path):
         assert s["tasks"] == [task] and s["steps"] == 4 and s["dev_truncated"]  # 8 of 24 dev rows
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_same_command_resumes(pretrained):
     run_dir, data = pretrained
     args = [
@@ -211,6 +213,8 @@ def test_finetune_presets_compose():
         ("finetune.batch_size=0", "finetune.batch_size must be >= 1"),
         ("finetune.grad_accum=3", "not divisible by grad_accum=3"),
         ("finetune.dropout_rate=1.0", "dropout_rate must be in [0, 1)"),
+        ("finetune.lr=-1", "finetune.lr must be > 0.0"),
+        ("logger.mode=sometimes", "logger.mode='sometimes' is not one of"),  # the same preflight as train
     ],
 )
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, override, message):

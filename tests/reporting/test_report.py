@@ -54,6 +54,7 @@ def _signed(cell: str) -> list[float]:
     return [float(x) for x in re.findall(r"[+-]?\d+\.\d+(?:e-?\d+)?", cell)]
 
 
+@pytest.mark.slow
 def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
     out = tmp_path / "report"
     assert report_main([str(sweep_dir), "--out", str(out)]) == 0
@@ -97,6 +98,7 @@ def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
     assert "Kendall τ" in table and "## Reading" in table and "What 3 seeds can resolve" in table
 
 
+@pytest.mark.slow
 def test_lr_check_preset_and_report(tmp_path):
     """experiment=table1_cpu_lr: FFN_ReLU and FFN_SwiGLU at three plateaus, one run directory each, and a report
     whose cells are the runs' own figures."""
@@ -126,6 +128,7 @@ def test_lr_check_preset_and_report(tmp_path):
     assert not (out / "table1.md").exists()
 
 
+@pytest.mark.slow
 def test_report_regenerates_byte_for_byte_from_copied_records(sweep_dir, tmp_path):
     out = tmp_path / "report"
     assert report_main([str(sweep_dir), "--out", str(out)]) == 0
@@ -139,6 +142,22 @@ def test_report_bad_input(tmp_path):
     assert report_main([str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()
     assert report_main([str(tmp_path / "empty")]) == 2
+
+
+def test_report_refuses_to_pool_runs_that_saw_different_corpora(tmp_path):
+    """A run recorded before corpus fingerprints existed (a committed table1_cpu run) and a new one: different
+    corpora as far as the records can tell, so one error line naming the runs, exit 2, nothing written."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(ROOT / "reports" / "table1_cpu" / "runs" / "relu-s0", runs / "relu-s0")
+    train(compose(TINY), runs / "swiglu-s1")
+    result = run_cli("glu_study.report", str(runs), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "different corpora" in errors[0]
+    assert "unrecorded: relu-s0" in errors[0] and "relu-s0 (1 runs)" in errors[0]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -194,6 +213,7 @@ def test_in_process_train_is_reportable(tmp_path):
     assert Path(tmp_path / "out" / "runs" / "relu-s0" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_readme_section_refreshed_from_report(sweep_dir, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- tiny_table:begin -->\nSTALE-TEXT\n<!-- tiny_table:end -->\noutro\n")

@@ -1,4 +1,4 @@
-"""Issue 16: the scaling study — its preset, and a report whose every figure is recomputed here from run records."""
+"""The scaling study — its preset, and a report whose every figure is recomputed here from run records."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def holm(ps: dict[str, float]) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_per_size_statistics_recomputed_from_records(scaling_dir, report):
     table = (report / "scaling.md").read_text()
     runs = summaries(scaling_dir)
@@ -136,6 +137,7 @@ def slope_ci(runs: dict, sizes, variant: str) -> tuple[float, float, float, floa
     return slope, slope - half, slope + half, p, word
 
 
+@pytest.mark.slow
 def test_trend_with_size_recomputed_from_records(scaling_dir, report):
     """The slope of (ReLU − variant) per seed against log2(non-embedding parameters), and its 95% CI."""
     table = (report / "scaling.md").read_text()
@@ -149,6 +151,7 @@ def test_trend_with_size_recomputed_from_records(scaling_dir, report):
         assert f"{NAMES[v]} − FFN_ReLU, paired Δ" in table and f"the gap **{word}** with size here" in table
 
 
+@pytest.mark.slow
 def test_reading_says_whether_the_baseline_improves_with_size(scaling_dir, report):
     """With one step budget for every size, a larger FFN_ReLU that ends no better is under-trained: said, not hidden."""
     runs = summaries(scaling_dir)
@@ -160,6 +163,7 @@ def test_reading_says_whether_the_baseline_improves_with_size(scaling_dir, repor
     assert ("mixes model size with under-training" in line) == (not improves)
 
 
+@pytest.mark.slow
 def test_report_files_and_byte_for_byte_regeneration(report, tmp_path):
     for png in ("scaling.png", "gap.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -173,6 +177,7 @@ def test_report_files_and_byte_for_byte_regeneration(report, tmp_path):
         assert (again / name).read_bytes() == (report / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_table1_report_takes_extra_variants_as_rows_without_paper_figures(scaling_dir, tmp_path):
     one_size = [str(p) for p in scaling_dir.glob("t5_tiny-*") if p.is_dir()]
     assert report_main([*one_size, "--out", str(tmp_path)]) == 0
@@ -246,6 +251,7 @@ def test_committed_trend_is_also_read_without_the_sizes_below_the_regime_bar():
         assert clause.endswith(f"the gap **{word}**.")
 
 
+@pytest.mark.slow
 def test_report_says_what_the_sweep_cost_from_recorded_wall_times(scaling_dir, report):
     runs = summaries(scaling_dir)
     walls = {m: [s["wall_s"] for (mm, _, _), s in runs.items() if mm == m] for m in SIZES}

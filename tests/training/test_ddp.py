@@ -1,4 +1,4 @@
-"""Issue 6: data-parallel training through torchrun (gloo on CPU), and the SLURM launcher config."""
+"""Data-parallel training through torchrun (gloo on CPU), and the SLURM launcher config."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def _evals(run_dir: Path) -> list[tuple[int, float]]:
     ]
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_matches_one_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     r = run_cli("glu_study.train", *TINY, *STEPS, f"hydra.run.dir={single}")

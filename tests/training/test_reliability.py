@@ -1,4 +1,4 @@
-"""The run directory as a record that survives faults and refusals (issue 14), through the real CLI: a refused
+"""The run directory as a record that survives faults and refusals, through the real CLI: a refused
 command exits 2 with one `error:` line and leaves every file as it was; a damaged checkpoint never strands a run;
 two writers never race; W&B never blocks; one bad job never stops a sweep."""
 
@@ -58,6 +58,7 @@ def test_second_writer_is_refused_and_changes_nothing(finished_run):
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(tmp_path):
     run_dir = tmp_path / "run"
     assert train(run_dir).returncode == 0  # checkpoints at steps 3 and 6
@@ -89,6 +90,8 @@ def test_evaluate_falls_back_to_the_export_when_no_checkpoint_loads(tmp_path):
         ("model.d_ff=0", "model.d_ff must be >= 1"),
         ("model.num_heads=0", "model.num_heads must be >= 1"),
         ("logger.mode=sometimes", "logger.mode='sometimes'"),
+        ("trainer.lr=-1", "trainer.lr must be > 0.0"),
+        ("data.eval_examples=0", "data.eval_examples must be >= 1"),
     ],
 )
 def test_bad_settings_exit_2_before_anything_is_written(tmp_path, override, fragment):
@@ -122,6 +125,7 @@ def test_wandb_auto_without_a_server_logs_offline(tmp_path):
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_a_bad_job_does_not_stop_the_sweep_and_the_exit_status_counts_failures(tmp_path):
     result = run_cli(
         "glu_study.train",
@@ -147,6 +151,7 @@ def _umask() -> int:
     return mask
 
 
+@pytest.mark.slow
 def test_report_warns_about_unfinished_runs_and_names_a_damaged_record(finished_run, tmp_path):
     sweep = tmp_path / "sweep"
     (sweep / "unfinished").mkdir(parents=True)

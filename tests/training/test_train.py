@@ -1,4 +1,4 @@
-"""Issue 4: the training loop, held-out evaluation, W&B records, exact resume and faults."""
+"""The training loop, held-out evaluation (test and validation sets), W&B records, exact resume and faults."""
 
 from __future__ import annotations
 
@@ -61,6 +61,13 @@ def test_short_run_lowers_heldout_log_perplexity(tmp_path):
         "seed",
     ):
         assert key in summary
+    # the validation figure beside the test figure at every evaluation, and the regime in the summary
+    vals = [(r["step"], r["val/log_perplexity"]) for r in read_metrics(tmp_path) if "val/log_perplexity" in r]
+    assert [s for s, _ in vals] == [0, 10, 20, 30] and summary["val/log_perplexity"] == vals[-1][1]
+    assert summary["val/log_perplexity"] != summary["eval/log_perplexity"]  # two different sets
+    assert summary["tokens_seen"] == 30 * 8 * (64 + 14)  # batch 8, inputs 64 + targets 14
+    assert summary["tokens_per_param"] == round(summary["tokens_seen"] / summary["non_embedding_params"], 4)
+    assert summary["data_epochs"] > 0 and len(summary["corpus_fingerprint"]) == 16
     logged = [r for r in read_metrics(tmp_path) if "train/loss" in r]
     assert [r["step"] for r in logged] == [5, 10, 15, 20, 25, 30]
     assert all({"train/lr", "train/tokens_per_s"} <= set(r) for r in logged)
@@ -82,10 +89,55 @@ def test_export_loads_in_transformers_and_reproduces_eval(tmp_path, tiny_data):
     assert read_metrics(tmp_path)[-1]["source"] == "evaluate"
 
 
+def test_a_finished_run_re_run_re_reports_without_a_second_evaluation(tmp_path):
+    first = train(compose(TINY), tmp_path)
+    again = train(compose(TINY), tmp_path)
+    assert again == first
+    assert [s for s, _ in evals(tmp_path)] == [0, 3, 6]  # each evaluation once
+
+
+def test_a_line_torn_by_a_kill_mid_append_is_dropped_and_the_run_resumes(tmp_path):
+    """A kill while metrics.jsonl is appended to leaves a last line without its newline: readers skip it and
+    the same command resumes past it (here: the run killed after its step-3 checkpoint)."""
+    import shutil
+
+    from glu_study.reporting.records import read_run_dir
+
+    full = train(compose(TINY), tmp_path)
+    shutil.rmtree(tmp_path / "checkpoints" / "step_6")
+    (tmp_path / "summary.json").unlink()
+    kept = [json.dumps(r) for r in read_metrics(tmp_path) if r["step"] <= 3]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(kept) + '\n{"step": 4, "train/lo')
+    assert [r["step"] for r in read_metrics(tmp_path)][-1] == 3
+    resumed = train(compose(TINY), tmp_path)
+    assert resumed["eval/log_perplexity"] == full["eval/log_perplexity"]
+    assert (tmp_path / "metrics.jsonl").read_text().endswith("\n")
+    assert read_run_dir(tmp_path).curve == evals(tmp_path) and [s for s, _ in evals(tmp_path)] == [0, 3, 6]
+
+
+def test_run_state_is_typed_and_restores_what_it_saved():
+    from glu_study.training.state import FinetuneState, PretrainState
+
+    state = PretrainState(step=5, data_position=40, wandb_id="ab12")
+    state.record_eval(4.0, 4.1)
+    state.record_eval(4.2, 4.3)
+    restored = PretrainState()
+    restored.load_state_dict(state.state_dict())
+    assert restored == state and restored.best_eval == 4.0 and restored.last_val == 4.3
+    older = PretrainState()
+    older.load_state_dict({"step": 7, "data_position": 56})  # a checkpoint from before a field existed
+    assert older.step == 7 and older.last_val is None
+    assert FinetuneState().best == {} and FinetuneState().best is not FinetuneState().best
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     train(compose(TINY), tmp_path)
-    with pytest.raises(ConfigError, match="different configuration"):
+    with pytest.raises(ConfigError, match="different configuration.*ffn.name: 'relu' -> 'swiglu'"):
         train(compose([*TINY, "ffn=swiglu"]), tmp_path)
+    # the checkpoint's own config is compared the same way (one comparison), when the record is gone
+    (tmp_path / ".hydra" / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match="different configuration.*trainer.lr: 1.0 -> 0.5"):
+        train(compose([*TINY, "trainer.lr=0.5"]), tmp_path)
 
 
 def test_nan_guard_stops_with_diagnostic_checkpoint(tmp_path):
@@ -132,6 +184,7 @@ def _wait_for(predicate, proc, timeout=180):
 LONG = ["trainer.max_steps=40", "trainer.checkpoint_every=4", "trainer.eval_every=8", "trainer.log_every=4"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_exact(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     r = run_cli("glu_study.train", *TINY, *LONG, f"hydra.run.dir={straight}")
@@ -153,6 +206,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bitwise
 
 
+@pytest.mark.slow
 def test_kill_during_checkpoint_writes_never_leaves_a_broken_checkpoint(tmp_path):
     """Kill repeatedly while checkpointing every step; every checkpoint resume can see must load."""
     overrides = ["trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.keep_checkpoints=2"]
@@ -175,6 +229,7 @@ def test_kill_during_checkpoint_writes_never_leaves_a_broken_checkpoint(tmp_path
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 30
 
 
+@pytest.mark.slow
 def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):
     proc = _popen_train(tmp_path, *LONG)
     _wait_for(lambda: bool(list_checkpoints(tmp_path)), proc)
@@ -222,8 +277,26 @@ def test_wandb_offline_run_read_back_by_wandb_tooling(tmp_path):
     assert s["summary"]["eval/log_perplexity"]["last"] == pytest.approx(summary["eval/log_perplexity"])
     hist = [h["eval/log_perplexity"] for h in _leet_history(tmp_path) if "eval/log_perplexity" in h]
     assert hist == [v for _, v in evals(tmp_path)]
+    # the regime and the corpus travel to W&B too
+    assert s["summary"]["val/log_perplexity"]["last"] == pytest.approx(summary["val/log_perplexity"])
+    assert s["summary"]["tokens_per_param"] == summary["tokens_per_param"]
+    assert s["summary"]["corpus_fingerprint"] == summary["corpus_fingerprint"]
+    assert s["config"]["derived"]["corpus_fingerprint"] == summary["corpus_fingerprint"]
 
 
+def test_first_run_ends_with_where_to_look_next(tmp_path):
+    """What `make train` prints last (through the CLI, as a newcomer sees it): the figure, its floor, the run
+    directory and the commands that open it."""
+    r = run_cli("glu_study.train", *TINY[:-1], "logger=offline", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr
+    tail = r.stdout.strip().splitlines()[-6:]
+    assert tail[0].startswith("final held-out log-perplexity (relu-s0, step 6): ")
+    assert "unigram floor of the held-out set" in tail[1] and "validation set" in tail[1]
+    assert f"run directory: {tmp_path / 'run'}" in tail[2]
+    assert any(f"wandb sync {tmp_path / 'run' / 'wandb'}/offline-run-*" in line for line in tail)
+
+
+@pytest.mark.slow
 def test_multirun_sweep_gives_one_run_dir_and_wandb_run_per_job(tmp_path):
     r = run_cli(
         "glu_study.train", "-m", *TINY, "ffn=relu,swiglu", "logger=offline", f"hydra.sweep.dir={tmp_path}"
