@@ -92,7 +92,7 @@ def _harvest_root(args) -> list[tuple[str, list[str]]]:
 
 
 def embedded_corpus(cfg) -> Path:
-    """Docstrings of the stdlib and the pinned packages: ~25 MB of English prose, offline and deterministic.
+    """Docstrings of the stdlib and the pinned packages: ~23 MB of English prose, offline and deterministic.
 
     Held-out files are chosen by a stable hash of their path inside the source; every paragraph is
     deduplicated by its whitespace-normalised text, and held-out paragraphs win: a paragraph that occurs in any

@@ -4,10 +4,11 @@ and do the later challengers (ReLU², xIELU) beat SwiGLU at any size?
 Per size, the Table 1 statistics (glu_study.reporting.table1): every variant's Δ vs FFN_ReLU paired by seed with
 a 95% CI and a one-sided paired t-test, Holm-corrected over all comparisons at that size; each challenger's Δ vs
 FFN_SwiGLU the same way (H1: the challenger is lower), Holm over the challengers present. Across sizes, each
-variant's advantage over ReLU (ReLU − variant, per seed) is regressed on log2 of the non-embedding parameters:
-its slope is the change per doubling of the model, with a 95% CI; where a size's FFN_ReLU misses the regime bar
-(REGIME_MARGIN under the unigram floor), the trend is given again without that size, since its gap mixes the variant
-with the baseline's under-training. `write_scaling` writes scaling.md, runs.csv,
+variant's advantage over ReLU (its mean over seeds at a size) is regressed on log2 of the non-embedding
+parameters, one point per size: its slope is the change per doubling of the model, with a 95% CI (three sizes at
+least; two sizes are compared, "larger at X than at Y"). A change across sizes is read as an effect of size only
+when the sizes were trained equally far (tokens per parameter within 10%); where a size's FFN_ReLU misses the
+regime bar (REGIME_MARGIN under the unigram floor), the reading is given again without that size. `write_scaling` writes scaling.md, runs.csv,
 scaling.png and gap.png; every sentence of the reading is generated from these numbers.
 """
 
@@ -97,21 +98,45 @@ def advantages(size: Size, variant: str) -> list[float]:
 
 
 def trend(all_sizes: list[Size], variant: str) -> Trend | None:
-    """Least-squares slope of the per-seed advantage over log2(parameters), with its t-based 95% CI."""
+    """Least-squares slope of the advantage over log2(parameters) at the level of sizes — one point per size
+    (its mean over seeds), since the seeds of one size are not independent evidence about size — with its
+    t-based 95% CI (n − 2 degrees of freedom). None with fewer than three sizes: two points have no CI."""
     from scipy import stats as st
 
-    x, y = [], []
-    for size in all_sizes:
-        adv = advantages(size, variant)
-        x += [math.log2(size.params)] * len(adv)
-        y += adv
-    if len(set(x)) < 2 or len(x) < 3:
+    points = [(math.log2(s.params), float(np.mean(a))) for s in all_sizes if (a := advantages(s, variant))]
+    if len(points) < 3:
         return None
-    fit = st.linregress(x, y)
-    half = st.t.ppf(0.975, len(x) - 2) * fit.stderr
+    fit = st.linregress(*zip(*points, strict=True))
+    half = st.t.ppf(0.975, len(points) - 2) * fit.stderr
     return Trend(
-        variant, float(fit.slope), float(fit.slope - half), float(fit.slope + half), float(fit.pvalue), len(x)
+        variant,
+        float(fit.slope),
+        float(fit.slope - half),
+        float(fit.slope + half),
+        float(fit.pvalue),
+        len(points),
     )
+
+
+def two_sizes(small: Size, large: Size, variant: str) -> tuple[float, float | None]:
+    """(advantage at the larger size − at the smaller, Welch's two-sided p over their per-seed advantages)."""
+    from scipy import stats as st
+
+    a, b = advantages(large, variant), advantages(small, variant)
+    p = float(st.ttest_ind(a, b, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else None
+    return float(np.mean(a) - np.mean(b)), p
+
+
+def training_lengths(all_sizes: list[Size]) -> dict[str, float]:
+    """Tokens seen per non-embedding parameter at each size (mean over its runs)."""
+    return {s.model: float(np.mean([r.tokens_per_param for r in s.records])) for s in all_sizes}
+
+
+def equal_length(all_sizes: list[Size], tolerance: float = 1.1) -> bool:
+    """Whether the sizes were trained equally far (tokens per parameter within 10%): only then can a change of
+    the gap across them be read as an effect of size rather than of training length."""
+    lengths = training_lengths(all_sizes).values()
+    return max(lengths) <= tolerance * min(lengths)
 
 
 def _f(x: float | None, fmt: str = "+.4f") -> str:
@@ -196,20 +221,45 @@ def trend_word(t: Trend) -> str:
     return "holds (no change with size resolved)"
 
 
-def gap_line(all_sizes: list[Size], variant: str, passing: list[Size]) -> str | None:
-    t = trend(all_sizes, variant)
+def size_verdict(all_sizes: list[Size], variant: str) -> str | None:
+    """What the sizes say about the gap, at equal training length: a slope with its CI from three sizes up,
+    "larger at X than at Y" (or not resolved) from two, never a per-doubling trend from two points."""
+    present = [s for s in all_sizes if advantages(s, variant)]
+    if len(present) == 2:
+        small, large = present
+        diff, p = two_sizes(small, large, variant)
+        resolved = p is not None and p < ALPHA
+        bigger, smaller = (large, small) if diff > 0 else (small, large)
+        return f"its advantage at {large.model} − at {small.model}: {_f(diff)} (Welch p {_f(p, '.2g')}): " + (
+            f"the gap is **larger at {bigger.model} than at {smaller.model}**"
+            if resolved
+            else f"**not resolved** between {small.model} and {large.model}"
+        )
+    t = trend(present, variant)
     if t is None:
         return None
-    per_size = "; ".join(f"{s.model} {_ci(s.vs_relu[variant])}" for s in all_sizes if variant in s.vs_relu)
-    line = (
-        f"- {_name(variant)} − FFN_ReLU, paired Δ [95% CI] per size: {per_size}. Its advantage over FFN_ReLU changes "
-        f"by {_f(t.slope)} nats per doubling of the model [{_f(t.low)}, {_f(t.high)}] (p {t.p:.2g}, {t.points} "
-        f"runs): the gap **{trend_word(t)}** with size here."
+    return (
+        f"its advantage changes by {_f(t.slope)} nats per doubling of the model [{_f(t.low)}, {_f(t.high)}] "
+        f"(p {t.p:.2g}, one point per size, {t.points} sizes): the gap **{trend_word(t)}** with size"
     )
-    if ran_below_bar(all_sizes, passing, variant) and (tp := trend(passing, variant)) is not None:
+
+
+def gap_line(all_sizes: list[Size], variant: str, passing: list[Size]) -> str | None:
+    if sum(1 for s in all_sizes if advantages(s, variant)) < 2:
+        return None
+    per_size = "; ".join(f"{s.model} {_ci(s.vs_relu[variant])}" for s in all_sizes if variant in s.vs_relu)
+    line = f"- {_name(variant)} − FFN_ReLU, paired Δ [95% CI] per size: {per_size}."
+    if not equal_length(all_sizes):
+        lengths = ", ".join(f"{m} {x:.3g}" for m, x in training_lengths(all_sizes).items())
+        return line + (
+            f" The sizes were trained to different lengths ({lengths} tokens per non-embedding parameter), so "
+            "how the gap changes across them mixes model size with training length: **no reading about size**."
+        )
+    line += f" Across sizes, {size_verdict(all_sizes, variant)}."
+    if ran_below_bar(all_sizes, passing, variant) and len(passing) >= 2:
         line += (
-            f" Over the sizes past the regime bar only ({', '.join(s.model for s in passing)}): {_f(tp.slope)} "
-            f"[{_f(tp.low)}, {_f(tp.high)}] (p {tp.p:.2g}, {tp.points} runs), the gap **{trend_word(tp)}**."
+            f" Over the sizes past the regime bar only ({', '.join(s.model for s in passing)}): "
+            f"{size_verdict(passing, variant)}."
         )
     return line
 
@@ -299,7 +349,7 @@ def challenger_table(all_sizes: list[Size]) -> str:
 def trend_table(all_sizes: list[Size], keep=lambda v: True) -> str:
     out = io.StringIO()
     out.write(
-        "| variant | advantage over ReLU per doubling [95% CI] | p (two-sided) | runs |\n|---|---:|---:|---:|\n"
+        "| variant | advantage over ReLU per doubling [95% CI] | p (two-sided) | sizes |\n|---|---:|---:|---:|\n"
     )
     for t in (trend(all_sizes, v) for v in variants_of(all_sizes) if v != BASELINE and keep(v)):
         if t is not None:
@@ -339,18 +389,22 @@ def scaling_markdown(records: list[RunRecord], all_sizes: list[Size], title: str
     w("## Against FFN_ReLU, per size\n\n" + size_table(all_sizes, floor) + "\n")
     if table := challenger_table(all_sizes):
         w("## The challengers against FFN_SwiGLU, per size\n\n" + table + "\n")
+    lengths = ", ".join(f"{m} {x:.3g}" for m, x in training_lengths(all_sizes).items())
     w(
-        "## Trend with size\n\nEach variant's advantage over FFN_ReLU (ReLU − variant, per seed) regressed on "
-        "log2 of the non-embedding parameters: the slope is the change per doubling (positive: the gap grows in "
-        "the variant's favour), with a 95% CI from the t distribution.\n\n" + trend_table(all_sizes) + "\n"
-    )
-    passing = past_floor(all_sizes, floor)
-    if 2 <= len(passing) < len(all_sizes):
-        w(
-            f"The variants run at a size whose FFN_ReLU misses the regime bar ({REGIME_MARGIN} nats under the "
-            f"unigram floor, every seed), over the sizes that clear it only: {', '.join(s.model for s in passing)}."
-            "\n\n" + trend_table(passing, lambda v: ran_below_bar(all_sizes, passing, v)) + "\n"
+        "## Trend with size\n\nEach variant's advantage over FFN_ReLU (ReLU − variant, its mean over seeds at a "
+        "size) regressed on log2 of the non-embedding parameters, one point per size: the slope is the change per "
+        "doubling (positive: the gap grows in the variant's favour), with a 95% CI from the t distribution "
+        "(sizes − 2 degrees of freedom; three sizes at least). Tokens seen per non-embedding parameter: "
+        f"{lengths}"
+        + (
+            "."
+            if equal_length(all_sizes)
+            else " — **the sizes differ in training length**, so these slopes mix size with training length."
         )
+        + "\n\n"
+        + trend_table(all_sizes)
+        + "\n"
+    )
     w("## Reading\n\n" + "\n".join(reading(records, all_sizes)) + "\n")
     return out.getvalue()
 
