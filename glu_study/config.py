@@ -24,6 +24,9 @@ CONF_DIR = ROOT / "conf"  # pretraining (`python -m glu_study.train`)
 # relative file:// path against the current directory, not the config file.
 FINETUNE_CONF_DIR = ROOT / "conf_finetune"
 OmegaConf.register_new_resolver("glu_study.conf_dir", lambda: CONF_DIR.as_posix(), replace=True)
+# `${glu_study.every:${trainer.max_steps},10}`: an interval that gives every budget of a sweep the same number of
+# evaluations (max_steps // 10, at least 1), so presets that sweep max_steps need no arithmetic by hand.
+OmegaConf.register_new_resolver("glu_study.every", lambda steps, points: max(int(steps) // int(points), 1))
 
 
 @dataclass

@@ -5,7 +5,8 @@
 
 writes reports/<experiment>/: table1.md, runs.csv, curves.png, ranking.png (runs of several model sizes: the
 scaling study's scaling.md, runs.csv, scaling.png, gap.png; runs at several learning rates: the rate check's
-lr_check.md, lr_check.png), and runs/<name>/ with the raw records
+lr_check.md, lr_check.png; one size at several training lengths: regime_curve.md, runs.csv,
+regime_curve.png), and runs/<name>/ with the raw records
 every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can regenerate the
 same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
 finetune.csv: Tables 2-4 (glu_study.reporting.tables2_4), their records copied beside the others. Local
@@ -31,6 +32,7 @@ from glu_study.reporting.records import (
     read_run_dir,
     read_wandb,
 )
+from glu_study.reporting.regime_curve import is_regime_curve, write_regime_curve
 from glu_study.reporting.scaling import is_scaling, write_scaling
 from glu_study.reporting.table1 import write_table1
 from glu_study.reporting.tables2_4 import write_finetune_report
@@ -39,6 +41,7 @@ from glu_study.reporting.tables2_4 import write_finetune_report
 LR_CHECK_FILES = ("lr_check.md", "lr_check.png")
 SCALING_FILES = ("scaling.md", "runs.csv", "scaling.png", "gap.png")
 TABLE1_FILES = ("table1.md", "runs.csv", "curves.png", "ranking.png")
+REGIME_CURVE_FILES = ("regime_curve.md", "runs.csv", "regime_curve.png")
 
 
 def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tuple[list[str], str]:
@@ -50,6 +53,9 @@ def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tup
     if is_scaling(records):  # runs of several model sizes: the scaling study
         all_sizes = write_scaling(records, out_dir, experiment)
         return list(SCALING_FILES), f"{len(records)} runs, {len(all_sizes)} sizes"
+    if is_regime_curve(records):  # one size at several training lengths: the regime curve
+        curve = write_regime_curve(records, out_dir, experiment)
+        return list(REGIME_CURVE_FILES), f"{len(records)} runs, {len(curve)} training lengths"
     stats = write_table1(records, out_dir, experiment)
     return list(TABLE1_FILES), f"{len(records)} runs, {len(stats)} variants"
 

@@ -48,14 +48,22 @@ def _source_roots(cfg) -> list[tuple[str, str, str]]:
         spec = importlib.util.find_spec(pkg)  # locates the package without importing it
         if spec is None or not spec.submodule_search_locations:
             raise DataError(f"data.packages: {pkg!r} is not an installed package")
-        try:
-            version = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            version = "unknown"
+        version = _version(pkg)
         roots.append((pkg, version, list(spec.submodule_search_locations)[0]))
     if not roots:
         raise DataError("the embedded corpus has no sources: set data.include_stdlib or data.packages")
     return roots
+
+
+def _version(package: str) -> str:
+    """The installed version of an import name (sklearn's distribution is scikit-learn)."""
+    names = [package, *importlib.metadata.packages_distributions().get(package, [])]
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def _python_files(root: str) -> list[str]:

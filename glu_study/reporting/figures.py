@@ -1,4 +1,5 @@
-"""Report figures (Table 1: curves.png, ranking.png; scaling: scaling.png, gap.png); the one way to save them."""
+"""Report figures (Table 1: curves.png, ranking.png; scaling: scaling.png, gap.png; the regime curve:
+regime_curve.png); the one way to save them."""
 
 from __future__ import annotations
 
@@ -167,4 +168,40 @@ def plot_gaps(gaps: dict[str, list[tuple[int, object]]], path: Path) -> None:
         xlabel="non-embedding parameters (log scale)",
         ylabel="paired Δ vs FFN_ReLU (nats; below 0: better)",
         title="Gap to FFN_ReLU by size: mean over seeds, bars = 95% CI (dashed: non-gated)",
+    )
+
+
+def plot_regime_curve(points: dict[str, list[tuple[float, object]]], paper_ratio: float, path: Path) -> None:
+    """Paired Δ vs FFN_ReLU against tokens per parameter (log axis), 95% CI bands: {variant: [(ratio, stats)]}."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, (v, pts) in enumerate(points.items(), start=1):
+        x = [r for r, _ in pts]
+        ax.plot(
+            x,
+            [s.paired_delta for _, s in pts],
+            marker="o",
+            color=cmap(i % 10),
+            label=get_variant(v).paper_name,
+        )
+        if all(s.ci_low is not None for _, s in pts):
+            ax.fill_between(
+                x,
+                [s.ci_low for _, s in pts],
+                [s.ci_high for _, s in pts],
+                color=cmap(i % 10),
+                alpha=0.15,
+                lw=0,
+            )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(paper_ratio, color="grey", lw=0.8, ls=":", label="the paper's 65k-step ratio")
+    ax.set_xscale("log")
+    finish(
+        fig,
+        ax,
+        path,
+        xlabel="tokens seen per non-embedding parameter (log scale)",
+        ylabel="paired Δ vs FFN_ReLU (nats; below 0: better)",
+        title="The gap against training length: mean over seeds, band = 95% CI",
     )

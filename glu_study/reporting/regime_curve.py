@@ -1,0 +1,178 @@
+"""The GLU gap against training length (experiment=regime_curve): one model size, the same recipe, several step
+budgets, each its own full schedule.
+
+Per budget, the Table 1 statistics against FFN_ReLU (glu_study.reporting.table1: paired Δ by seed, 95% t CI,
+one-sided paired t-test, Holm over the variants present). Along the curve, where the gap *settles*: the first
+budget from which no later budget's gap differs from it (Welch's two-sided test on the per-seed gaps; the budgets
+are separate runs). The paper's own change from its 65k- to its 524k-step column is printed beside ours.
+`write_regime_curve` writes regime_curve.md, runs.csv and regime_curve.png.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from glu_study.ffn import get_variant
+from glu_study.paper import TABLE1
+from glu_study.reporting.figures import plot_regime_curve
+from glu_study.reporting.records import RunRecord, unigram_floor
+from glu_study.reporting.table1 import (
+    ALPHA,
+    PAPER_TOKENS_PER_PARAM,
+    VariantStats,
+    baseline_margin,
+    by_variant,
+    compute_stats,
+    write_runs_csv,
+)
+
+BASELINE = "relu"
+PAPER_LONG_TOKENS_PER_PARAM = 212.0  # the paper's 524,288-step column
+
+
+def is_regime_curve(records: list[RunRecord]) -> bool:
+    """One model size, several training lengths: the regime curve (not a Table 1, not a scaling study)."""
+    return len({r.model for r in records}) == 1 and len({r.steps for r in records}) > 1
+
+
+@dataclass
+class Budget:
+    steps: int
+    tokens_per_param: float
+    records: list[RunRecord]
+    vs_relu: dict[str, VariantStats]
+
+
+def budgets(records: list[RunRecord]) -> list[Budget]:
+    out = []
+    for steps in sorted({r.steps for r in records}):
+        recs = [r for r in records if r.steps == steps]
+        family = tuple(v for v in by_variant(recs) if v != BASELINE)
+        ratio = float(np.mean([r.tokens_per_param for r in recs]))
+        out.append(Budget(steps, ratio, recs, compute_stats(recs, BASELINE, family=family)))
+    return out
+
+
+def gaps(budget: Budget, variant: str) -> list[float]:
+    """variant − ReLU per seed both ran at this budget."""
+    runs = by_variant(budget.records)
+    if variant not in runs or BASELINE not in runs:
+        return []
+    return [
+        runs[variant][k].final - runs[BASELINE][k].final
+        for k in sorted(set(runs[variant]) & set(runs[BASELINE]))
+    ]
+
+
+def differs(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """(mean of b − mean of a, Welch's two-sided p)."""
+    from scipy import stats as st
+
+    p = float(st.ttest_ind(b, a, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else None
+    return float(np.mean(b) - np.mean(a)), p
+
+
+def settles_from(curve: list[Budget], variant: str) -> Budget | None:
+    """The first budget whose gap no later budget's gap differs from (Welch p >= ALPHA); None when only the last
+    budget qualifies (then the curve has not shown that the gap settles)."""
+    for i, b in enumerate(curve[:-1]):
+        later = [differs(gaps(b, variant), gaps(c, variant))[1] for c in curve[i + 1 :]]
+        if all(p is not None and p >= ALPHA for p in later):
+            return b
+    return None
+
+
+def _f(x: float | None, fmt: str = "+.4f") -> str:
+    return "–" if x is None else f"{x:{fmt}}"
+
+
+def _ci(s: VariantStats) -> str:
+    return f"{_f(s.paired_delta)} [{_f(s.ci_low)}, {_f(s.ci_high)}] (Holm p {_f(s.p_holm, '.2g')})"
+
+
+def curve_line(curve: list[Budget], variant: str) -> str:
+    name = get_variant(variant).paper_name
+    points = "; ".join(f"{b.tokens_per_param:.3g}: {_f(b.vs_relu[variant].paired_delta)}" for b in curve)
+    start = settles_from(curve, variant)
+    last, before = curve[-1], curve[-2]
+    change, p = differs(gaps(before, variant), gaps(last, variant))
+    where = (
+        f"it **settles from {start.tokens_per_param:.3g} tokens per parameter** ({start.steps} steps): no later "
+        f"budget's gap differs from it (Welch p >= {ALPHA})"
+        if start is not None
+        else "it **does not settle** within these budgets (a later budget still differs from each earlier one)"
+    )
+    line = (
+        f"- {name} − FFN_ReLU along the curve (tokens per parameter: paired Δ): {points}. {where}. From "
+        f"{before.tokens_per_param:.3g} to {last.tokens_per_param:.3g} the gap changes by {_f(change)} (Welch p "
+        f"{_f(p, '.2g')})"
+    )
+    if variant in TABLE1:
+        short = TABLE1[variant][0] - TABLE1[BASELINE][0]
+        long = TABLE1[variant][2] - TABLE1[BASELINE][2]
+        line += (
+            f"; the paper's from its 65k-step column (~{PAPER_TOKENS_PER_PARAM:g} tokens per parameter) to its 524k "
+            f"(~{PAPER_LONG_TOKENS_PER_PARAM:g}): {short:+.3f} -> {long:+.3f}, a change of {long - short:+.3f}"
+        )
+    return line + "."
+
+
+def regime_line(curve: list[Budget], floor: float | None) -> str:
+    if floor is None:
+        return "- Regime: the runs did not record the unigram floor of their held-out set."
+    parts = [
+        f"{b.tokens_per_param:.3g} {m:+.3f}"
+        for b in curve
+        if (m := baseline_margin(b.records, floor)) is not None
+    ]
+    return (
+        f"- Regime: unigram floor {floor:.4f}; FFN_ReLU's worst seed under it (nats) at each training length (tokens "
+        f"per parameter): {', '.join(parts)}. The budgets whose baseline is not clearly past token frequencies say "
+        "little about the variants."
+    )
+
+
+def regime_curve_markdown(records: list[RunRecord], curve: list[Budget], title: str) -> str:
+    floor = unigram_floor(records)
+    variants = [v for v in by_variant(records) if v != BASELINE]
+    out = io.StringIO()
+    w = out.write
+    w(f"# The GLU gap against training length: {title}\n\n")
+    w(
+        f"Test-set log-perplexity (nats per target token) of {len(records)} runs at {records[0].model}, seeds "
+        f"{', '.join(map(str, sorted({r.seed for r in records})))}, {len(curve)} training lengths, each its own "
+        "full schedule. Every Δ is paired by seed (the same batches, masks and initialisation seed), with a 95% CI "
+        "from the t distribution and Holm's correction over the variants at a budget. Scope: seed variance alone, "
+        "one fixed test set, one corpus.\n\n"
+    )
+    w("| steps | tokens per parameter | FFN_ReLU mean ± std (n) | ")
+    w(" | ".join(f"{get_variant(v).paper_name} − ReLU [95% CI]" for v in variants) + " |\n")
+    w("|---:|---:|---:|" + "---:|" * len(variants) + "\n")
+    for b in curve:
+        base = b.vs_relu[BASELINE]
+        cells = [_ci(b.vs_relu[v]) if v in b.vs_relu else "–" for v in variants]
+        w(f"| {b.steps} | {b.tokens_per_param:.3g} | {base.mean:.4f} ± {base.std:.4f} ({base.n}) | ")
+        w(" | ".join(cells) + " |\n")
+    if floor is not None:
+        w(f"| *unigram floor* | | {floor:.4f} |" + " |" * len(variants) + "\n")
+    lines = [regime_line(curve, floor), *(curve_line(curve, v) for v in variants)]
+    w("\n## Reading\n\n" + "\n".join(lines) + "\n")
+    return out.getvalue()
+
+
+def write_regime_curve(records: list[RunRecord], out_dir: Path, title: str) -> list[Budget]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curve = budgets(records)
+    (out_dir / "regime_curve.md").write_text(regime_curve_markdown(records, curve, title))
+    write_runs_csv(records, out_dir / "runs.csv")
+    points = {
+        v: [(b.tokens_per_param, b.vs_relu[v]) for b in curve if v in b.vs_relu]
+        for v in by_variant(records)
+        if v != BASELINE
+    }
+    plot_regime_curve(points, PAPER_TOKENS_PER_PARAM, out_dir / "regime_curve.png")
+    return curve

@@ -1,0 +1,143 @@
+"""The studies at the paper's regime: their presets (tokens per parameter from the arithmetic the presets state),
+the learning-rate check's pick on the validation set, and the regime curve's report recomputed from records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from glu_study.config import compose
+from glu_study.report import main as report_main
+from glu_study.reporting.lr_check import baseline_pick, lr_check_markdown
+from glu_study.reporting.records import RunRecord
+from glu_study.reporting.regime_curve import budgets, regime_curve_markdown, settles_from
+from tests.helpers import TINY, preset_sweep, run_cli
+
+T5_NANO_NON_EMBEDDING = 444_032
+TOKENS_PER_STEP = 32 * (128 + 29)
+
+
+def test_table1_regime_presets_are_at_the_papers_ratio():
+    """2,340 steps of batch 32 x (128 + 29) tokens at t5_nano's non-embedding parameters: ~26.5 per parameter,
+    the paper's 65k-step column; the check brackets 0.003 .. 0.1 with 2 seeds, FFN_SwiGLU beside FFN_ReLU."""
+    cfg = compose(["experiment=table1_regime"])
+    assert cfg.model.name == "t5_nano" and cfg.data.source == "embedded"
+    ratio = cfg.trainer.max_steps * cfg.trainer.batch_size * (128 + 29) / T5_NANO_NON_EMBEDDING
+    assert ratio == pytest.approx(26.5, abs=0.1)
+    assert preset_sweep("table1_regime") == {
+        "seed": ["0", "1", "2", "3"],
+        "ffn": ["relu", "gelu", "swish", "glu", "bilinear", "geglu", "swiglu", "reglu"],
+    }
+    lr = preset_sweep("table1_regime_lr")
+    plateaus = [float(x) / cfg.trainer.warmup_steps**0.5 for x in lr["trainer.lr"]]
+    assert plateaus == pytest.approx([0.003, 0.01, 0.03, 0.1]) and lr["seed"] == ["0", "1"]
+    assert lr["ffn"] == ["relu", "swiglu"]
+    assert compose(["experiment=table1_regime_lr"]).trainer.max_steps == cfg.trainer.max_steps
+
+
+def test_regime_curve_preset_spans_20x_through_the_papers_ratio():
+    sweep = preset_sweep("regime_curve")
+    ratios = [int(s) * TOKENS_PER_STEP / T5_NANO_NON_EMBEDDING for s in sweep["trainer.max_steps"]]
+    assert len(ratios) >= 5 and ratios[-1] / ratios[0] >= 20
+    assert min(ratios) < 26.5 < max(ratios) and max(ratios) >= 2 * 26.4
+    for steps in sweep["trainer.max_steps"]:
+        cfg = compose(["experiment=regime_curve", f"trainer.max_steps={steps}"])
+        assert cfg.trainer.eval_every == int(steps) // 10 and cfg.name == f"relu-n{steps}-s0"
+
+
+def record(ffn, seed, steps, final, val=None, plateau=0.01, ratio=None):
+    r = RunRecord(
+        f"{ffn}-n{steps}-s{seed}",
+        ffn,
+        seed,
+        "t5_nano",
+        "g",
+        1,
+        100,
+        1,
+        steps,
+        steps * 10,
+        final,
+        None,
+        None,
+        unigram_floor=5.0,
+        plateau=plateau,
+        val_final=val,
+        tokens_per_param=ratio or steps / 10,
+    )
+    return r
+
+
+def test_lr_check_picks_on_the_validation_set_and_flags_an_edge_pick():
+    """The test set would pick 0.03, the validation set picks 0.01: the pick is the validation set's; a pick at
+    the end of the grid is flagged."""
+    finals = {0.003: (4.9, 4.9), 0.01: (4.6, 4.5), 0.03: (4.5, 4.6), 0.1: (4.95, 4.95)}
+    records = [
+        record("relu", k, 10, test, val=val, plateau=p) for p, (test, val) in finals.items() for k in (0, 1)
+    ]
+    text = lr_check_markdown(records, "t")
+    assert "**Pick: plateau 0.01**, FFN_ReLU's validation-set argmin" in text and "interior" in text
+    edge = [r for r in records if r.plateau != 0.003]
+    for r in edge:
+        if r.plateau == 0.1:
+            r.val_final = 4.4
+    assert "**at the edge of the grid**" in lr_check_markdown(edge, "t")
+    old = [record("relu", 0, 10, f, plateau=p) for p, f in ((0.01, 4.6), (0.03, 4.5), (0.1, 4.7))]
+    assert baseline_pick({"relu": {0.01: [4.6], 0.03: [4.5], 0.1: [4.7]}}, "relu") == (0.03, True)
+    assert "predate the validation set" in lr_check_markdown(old, "t")
+
+
+def test_regime_curve_reading_recomputed_from_records():
+    """A gap that grows until 26 tokens per parameter and then stays: it settles there (Welch on per-seed gaps,
+    recomputed here), and the last step's change is the one printed beside the paper's 65k -> 524k change."""
+    gap = {25: -0.02, 100: -0.06, 260: -0.10, 520: -0.101}
+    noise = (0.004, -0.003, -0.001)
+    records = [
+        r
+        for steps, g in gap.items()
+        for k in range(3)
+        for r in (
+            record("relu", k, steps, 4.5 + noise[k]),
+            record("swiglu", k, steps, 4.5 + g + noise[(k + 1) % 3]),
+        )
+    ]
+    curve = budgets(records)
+    assert settles_from(curve, "swiglu").steps == 260
+    text = regime_curve_markdown(records, curve, "t")
+    per_seed = {s: [4.5 + g + noise[(k + 1) % 3] - 4.5 - noise[k] for k in range(3)] for s, g in gap.items()}
+    change = np.mean(per_seed[520]) - np.mean(per_seed[260])
+    p = st.ttest_ind(per_seed[520], per_seed[260], equal_var=False).pvalue
+    assert f"the gap changes by {change:+.4f} (Welch p {p:.2g})" in text
+    assert "**settles from 26 tokens per parameter** (260 steps)" in text
+    assert "-0.053 -> -0.041, a change of +0.012" in text
+
+
+@pytest.mark.slow
+def test_regime_curve_sweep_and_report_through_the_cli(tmp_path):
+    sweep = tmp_path / "curve"
+    tiny = [
+        o
+        for o in TINY
+        if not o.startswith(("trainer.max_steps=", "trainer.eval_every=", "trainer.checkpoint"))
+    ]
+    r = run_cli(
+        "glu_study.train",
+        "-m",
+        "experiment=regime_curve",
+        *tiny,
+        "ffn=relu,swiglu",
+        "seed=0,1",
+        "trainer.max_steps=4,8,12",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "report"
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+    text = (out / "regime_curve.md").read_text()
+    for steps in (4, 8, 12):
+        s = json.loads((sweep / f"relu-n{steps}-s0" / "summary.json").read_text())
+        assert f"| {steps} | {s['tokens_per_param']:.3g} |" in text
+    assert (out / "regime_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
