@@ -188,6 +188,7 @@ def derived_figures(cfg, variant: Variant, data: PretrainData, model) -> dict:
         "train_tokens": data.info.train_tokens,
         "train_examples": data.info.train_examples,
         "unigram_floor": data.unigram_floor(),
+        "test_ngram_overlap": data.test_overlap(),
         "corpus_fingerprint": data.info.corpus_fingerprint,
         "corpus_sources": data.info.corpus_sources,
     }
@@ -215,6 +216,8 @@ def run_summary(
         "eval/best_log_perplexity": state.best_eval,
         VAL_METRIC: state.last_val,
         "eval/unigram_floor": derived["unigram_floor"],
+        # Leakage: the share of the test set's 8-token windows that occur in the training split.
+        "eval/test_ngram_overlap": round(derived["test_ngram_overlap"], 4),
         "corpus_fingerprint": derived["corpus_fingerprint"],
         "corpus_sources": derived["corpus_sources"],
         "train/tokens_per_s": state.tokens_per_s,

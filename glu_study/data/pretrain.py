@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from glu_study.data.spans import (
 )
 from glu_study.data.tokenizer import tokenize_split, train_tokenizer
 from glu_study.errors import DataError
+from glu_study.files import fingerprint, write_json_atomic
 
 
 def spread(total: int, n: int) -> np.ndarray:
@@ -42,6 +44,27 @@ def heldout_indices(total: int, test: int, val: int) -> tuple[np.ndarray, np.nda
             f"validation set, data.val_examples={val} needs more held-out text"
         )
     return test_idx, rest[spread(len(rest), val)] if val else rest[:0]
+
+
+def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
+    """A 64-bit hash of every n-token window along the last axis (polynomial, wrapping: collisions among a few
+    million windows are improbable enough for a share measured to three digits)."""
+    windows = np.lib.stride_tricks.sliding_window_view(tokens, n, axis=-1).astype(np.uint64)
+    h = np.zeros(windows.shape[:-1], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(n):
+            h = h * np.uint64(1_000_003) + windows[..., i] + np.uint64(1)
+    return h.ravel()
+
+
+def ngram_overlap(train: np.ndarray, held: np.ndarray, n: int) -> float:
+    """The share of `held`'s n-token windows (within each of its chunks) that occur anywhere in `train`: how much
+    of a held-out set the training split has already shown, near-copies across files included."""
+    seen = np.unique(ngram_hashes(train.ravel(), n))
+    return float(np.isin(ngram_hashes(held, n), seen, assume_unique=False).mean())
+
+
+OVERLAP_N = 8  # tokens: long enough that a shared window is a shared phrase, not a common word pair
 
 
 # Held-out sets and the stream id their masks are drawn with (rng([eval_seed, *stream, i])): the test set's
@@ -159,6 +182,19 @@ class PretrainData:
     def data_epochs(self, examples: int) -> float:
         """Passes over the training chunks that `examples` consumed examples make."""
         return examples / len(self.train_chunks)
+
+    def test_overlap(self) -> float:
+        """The share of the test set's OVERLAP_N-token windows that occur in the training split; measured once per
+        corpus, tokenizer and test set (a few seconds for the embedded corpus) and cached beside them."""
+        info = self.info
+        key = fingerprint(info.corpus_fingerprint, info.spiece_model, self.raw_length, self.cfg.eval_examples)
+        path = Path(self.cfg.cache_dir) / "overlap" / f"{key}-n{OVERLAP_N}.json"
+        if path.is_file():
+            return float(json.loads(path.read_text())["share"])
+        share = ngram_overlap(self.train_chunks, self.heldout_chunks["test"], OVERLAP_N)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"share": share, "n": OVERLAP_N})
+        return share
 
     def unigram_floor(self) -> float:
         """The held-out figure of a model that knows only the training split's token frequencies.

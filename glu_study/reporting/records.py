@@ -42,6 +42,7 @@ class RunRecord:
     tokens_per_param: float | None = None  # tokens seen per non-embedding parameter: the training regime
     data_epochs: float | None = None  # passes over the training chunks
     corpus_fingerprint: str | None = None  # the corpus's content hash: runs pool only when it is the same
+    test_overlap: float | None = None  # share of the test set's 8-token windows that occur in training
 
 
 def plateau_of(trainer) -> float | None:
@@ -81,6 +82,7 @@ def run_record(
         tokens_per_param=float(ratio),
         data_epochs=summary.get("data_epochs"),
         corpus_fingerprint=summary.get("corpus_fingerprint"),
+        test_overlap=summary.get("eval/test_ngram_overlap"),
     )
 
 

@@ -234,9 +234,18 @@ def training_length(records: list[RunRecord]) -> str:
     ratios = [r.tokens_per_param for r in records if r.tokens_per_param is not None]
     low, high = f"{min(ratios):.3g}", f"{max(ratios):.3g}"
     ratio = low if low == high else f"{low}–{high}"
+    epochs = [r.data_epochs for r in records if r.data_epochs is not None]
+    overlap = {r.test_overlap for r in records if r.test_overlap is not None}
     return (
         f"{ratio} tokens seen per non-embedding parameter (the paper's 65k-step column: "
         f"~{PAPER_TOKENS_PER_PARAM:g}; {float(np.mean(ratios)) / PAPER_TOKENS_PER_PARAM:.2g} of it)"
+        + (f", {max(epochs):.2g} passes over the training chunks" if epochs else "")
+        + (
+            f"; {100 * overlap.pop():.1f}% of the test set's 8-token windows also occur in the training split "
+            "(near-copies across files: a test figure partly measures recall)"
+            if len(overlap) == 1
+            else ""
+        )
     )
 
 

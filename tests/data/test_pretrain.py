@@ -150,3 +150,22 @@ def test_records_name_the_corpus_by_its_content(tiny_data):
     assert tiny_data.info.corpus_fingerprint == digest.hexdigest()[:16]
     names = [s["name"] for s in tiny_data.info.corpus_sources]
     assert names[0] == "stdlib" and names[-1] == "python"
+
+
+def test_ngram_overlap_against_brute_force(tiny_data):
+    """The share of held-out n-token windows found in training, against a set of tuples built by hand; the run
+    records it for its test set (and reads it from the cache the second time)."""
+    from glu_study.data.pretrain import OVERLAP_N, ngram_overlap
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 5, size=2000).astype(np.int32)
+    held = np.stack([train[100:130], rng.integers(0, 5, size=30).astype(np.int32)])
+    for n in (3, 8):
+        seen = {tuple(train[i : i + n]) for i in range(len(train) - n + 1)}
+        windows = [tuple(c[i : i + n]) for c in held for i in range(len(c) - n + 1)]
+        assert ngram_overlap(train, held, n) == pytest.approx(np.mean([w in seen for w in windows]))
+    first = tiny_data.test_overlap()
+    assert 0 <= first <= 1 and tiny_data.test_overlap() == first
+    assert first == pytest.approx(
+        ngram_overlap(tiny_data.train_chunks, tiny_data.heldout_chunks["test"], OVERLAP_N)
+    )

@@ -68,6 +68,7 @@ def test_short_run_lowers_heldout_log_perplexity(tmp_path):
     assert summary["tokens_seen"] == 30 * 8 * (64 + 14)  # batch 8, inputs 64 + targets 14
     assert summary["tokens_per_param"] == round(summary["tokens_seen"] / summary["non_embedding_params"], 4)
     assert summary["data_epochs"] > 0 and len(summary["corpus_fingerprint"]) == 16
+    assert 0 <= summary["eval/test_ngram_overlap"] <= 1
     logged = [r for r in read_metrics(tmp_path) if "train/loss" in r]
     assert [r["step"] for r in logged] == [5, 10, 15, 20, 25, 30]
     assert all({"train/lr", "train/tokens_per_s"} <= set(r) for r in logged)
