@@ -118,8 +118,14 @@ def test_lr_check_preset_and_report(tmp_path):
         relu, swiglu = (
             json.loads((sweep / f"{v}-lr{lr}-s0" / "summary.json").read_text()) for v in ("relu", "swiglu")
         )
-        a, b = relu["eval/log_perplexity"], swiglu["eval/log_perplexity"]
+        a, b = relu["val/log_perplexity"], swiglu["val/log_perplexity"]  # chosen on the validation set
         assert f"| {plateau} | {a:.4f} | {b:.4f} | {b - a:+.4f} |" in text
+    relu_val = {
+        lr: json.loads((sweep / f"relu-lr{lr}-s0" / "summary.json").read_text())["val/log_perplexity"]
+        for lr in ("0.3", "1.0", "3.0")
+    }
+    pick = min(relu_val, key=relu_val.get)
+    assert f"**Pick: plateau {float(pick) / 100:g}**, FFN_ReLU's validation-set argmin" in text
     floor = json.loads((sweep / "relu-lr1.0-s0" / "summary.json").read_text())["eval/unigram_floor"]
     assert (
         f"Unigram floor of the held-out set (a model that knows only token frequencies): {floor:.4f}." in text

@@ -148,7 +148,11 @@ def lengths(runs: dict) -> dict[str, float]:
     """Tokens seen per non-embedding parameter at each size, from the summaries."""
     out = {}
     for m in sorted({m for m, _, _ in runs}):
-        ratios = [s["tokens_seen"] / s["non_embedding_params"] for (mm, _, _), s in runs.items() if mm == m]
+        ratios = [
+            s.get("tokens_per_param") or s["tokens_seen"] / s["non_embedding_params"]
+            for (mm, _, _), s in runs.items()
+            if mm == m
+        ]
         out[m] = float(np.mean(ratios))
     return out
 
