@@ -63,8 +63,10 @@ class DataConfig:
     vocab_size: int = 32000  # SentencePiece pieces; 100 sentinels are added on top (T5: 32000 + 100)
     extra_ids: int = 100
     eval_examples: int = 64  # size of the fixed held-out test set (the reported figure), in examples
-    val_examples: int = (
-        64  # size of the validation set, disjoint from the test set: every choice is made on it
+    # the validation set, disjoint from the test set: every choice is made on it
+    val_examples: int = 64
+    max_epochs: float = (
+        1.0  # passes over the training chunks a run may make (refused before it starts beyond)
     )
     eval_seed: int = 20200212  # masks of the held-out set: fixed per experiment, independent of `seed`
     cache_dir: str = MISSING
@@ -225,6 +227,7 @@ DATA_RANGES = {
     "tokenizer_threads": (1, True),
     "min_paragraph_chars": (0, True),
     "heldout_percent": (0.0, False),
+    "max_epochs": (0.0, False),
 }
 
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from glu_study.cli import check_overrides, guarded
 from glu_study.config import check_data, check_model, check_trainer
 from glu_study.data import PretrainData
-from glu_study.errors import ConfigError
+from glu_study.errors import ConfigError, DataError
 from glu_study.ffn import Variant, check_variant_config
 from glu_study.model import build_model, count_parameters, param_counts
 from glu_study.training import run_dir as records
@@ -79,6 +79,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     seed_everything(cfg.seed)
     data = PretrainData(cfg.data, log=log)
+    check_passes(data, trainer)
     model = build_model(cfg.model, variant, data.vocab_size, cfg.seed)
     derived = derived_figures(cfg, variant, data, model)
     model.to(device)
@@ -130,6 +131,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         publish(run_dir, model, data, tracker, summary)
     finish_distributed(info)
     return summary
+
+
+def check_passes(data: PretrainData, trainer) -> None:
+    """Refuse, before anything is written, a run that would pass over its training chunks more than
+    `data.max_epochs` times (the paper never repeats C4); the message says what the budget needs."""
+    planned = data.data_epochs(trainer.max_steps * trainer.batch_size)
+    limit = data.cfg.max_epochs
+    if planned > limit:
+        raise DataError(
+            f"{trainer.max_steps:,} steps of {trainer.batch_size} examples would pass over the "
+            f"{data.info.train_examples:,} training chunks {planned:.2f} times (data.max_epochs={limit:g}): the "
+            f"budget needs {planned / limit:.2f}x the training text (about {data.documents_for(planned / limit):,} "
+            "documents), or raise data.max_epochs"
+        )
 
 
 def publish(run_dir: Path, model, data: PretrainData, tracker: Tracker, summary: dict) -> None:

@@ -179,6 +179,12 @@ class PretrainData:
         chunk = int(self._permutation(seed, epoch)[within])
         return self._example(self.train_chunks[chunk], np.random.default_rng([seed, epoch, chunk]))
 
+    def documents_for(self, factor: float) -> int:
+        """How many training documents `factor` times this corpus's training text holds (its stats.json)."""
+        stats = json.loads((Path(self.info.corpus_dir) / "stats.json").read_text())
+        docs = stats.get("train_documents", stats.get("train_paragraphs", 0))
+        return int(round(docs * factor, -3 if docs * factor > 10_000 else 0))
+
     def data_epochs(self, examples: int) -> float:
         """Passes over the training chunks that `examples` consumed examples make."""
         return examples / len(self.train_chunks)

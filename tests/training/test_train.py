@@ -116,6 +116,21 @@ def test_a_line_torn_by_a_kill_mid_append_is_dropped_and_the_run_resumes(tmp_pat
     assert read_run_dir(tmp_path).curve == evals(tmp_path) and [s for s, _ in evals(tmp_path)] == [0, 3, 6]
 
 
+def test_a_run_that_would_repeat_its_data_too_often_is_refused_before_it_writes(tmp_path, tiny_data):
+    from glu_study.errors import DataError
+
+    passes = 6 * 8 / tiny_data.info.train_examples  # TINY: 6 steps of 8 examples
+    cfg = compose([*TINY, f"data.max_epochs={passes / 2}"])
+    with pytest.raises(
+        DataError, match=rf"{tiny_data.info.train_examples:,} training chunks {passes:.2f} times"
+    ):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert train(compose([*TINY, f"data.max_epochs={passes}"]), tmp_path / "ok")["data_epochs"] == round(
+        passes, 4
+    )
+
+
 def test_run_state_is_typed_and_restores_what_it_saved():
     from glu_study.training.state import FinetuneState, PretrainState
 
