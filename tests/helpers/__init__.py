@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,22 @@ def preset_sweep(experiment: str) -> dict[str, list[str]]:
             config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True
         )
     return {k: str(v).split(",") for k, v in full.hydra.sweeper.params.items()}
+
+
+def sweep(directory: Path, *overrides: str) -> Path:
+    """A real `-m` sweep of the trainer on the tiny settings into `directory` (the report tests' fixtures)."""
+    r = run_cli("glu_study.train", "-m", *TINY, *overrides, f"hydra.sweep.dir={directory}")
+    assert r.returncode == 0, r.stderr
+    return directory
+
+
+def cells(table: str, *first: str) -> list[str]:
+    """The cells of the markdown table row whose first cells are `first`."""
+    prefix = "| " + " | ".join(first) + " |"
+    line = next(ln for ln in table.splitlines() if ln.startswith(prefix))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def numbers(cell: str) -> list[float]:
+    """The signed decimal numbers in a table cell or a sentence, in order."""
+    return [float(x) for x in re.findall(r"[+-]?\d+\.\d+(?:e-?\d+)?", cell)]

@@ -17,28 +17,14 @@ from scipy import stats as st
 from glu_study.config import compose
 from glu_study.report import main as report_main
 from glu_study.train import train
-from tests.helpers import ROOT, TINY, preset_sweep, run_cli
+from tests.helpers import ROOT, TINY, cells, numbers, preset_sweep, run_cli, sweep
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sweep")
-    r = run_cli(
-        "glu_study.train",
-        "-m",
-        *TINY,
-        "ffn=relu,geglu,swiglu",
-        "seed=0,1,2",
-        "logger.group=tiny_table",
-        f"hydra.sweep.dir={d}",
+    return sweep(
+        tmp_path_factory.mktemp("sweep"), "ffn=relu,geglu,swiglu", "seed=0,1,2", "logger.group=tiny_table"
     )
-    assert r.returncode == 0, r.stderr
-    return d
-
-
-def _row(table: str, paper_name: str) -> list[str]:
-    line = next(ln for ln in table.splitlines() if ln.startswith(f"| {paper_name} |"))
-    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def _finals(sweep_dir) -> tuple[dict, set]:
@@ -50,10 +36,6 @@ def _finals(sweep_dir) -> tuple[dict, set]:
     return {v: np.array([finals[v][k] for k in (0, 1, 2)]) for v in finals}, floors
 
 
-def _signed(cell: str) -> list[float]:
-    return [float(x) for x in re.findall(r"[+-]?\d+\.\d+(?:e-?\d+)?", cell)]
-
-
 @pytest.mark.slow
 def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
     out = tmp_path / "report"
@@ -63,16 +45,16 @@ def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
     relu = finals["relu"]
     holm_family = {}
     for v in ("geglu", "swiglu"):
-        row = _row(table, {"geglu": "FFN_GEGLU", "swiglu": "FFN_SwiGLU"}[v])
+        row = cells(table, {"geglu": "FFN_GEGLU", "swiglu": "FFN_SwiGLU"}[v])
         x, d = finals[v], finals[v] - relu
         mean, std, n = re.match(r"([\d.]+) ± ([\d.]+) \((\d+)\)", row[2]).groups()
         assert float(mean) == round(x.mean(), 4) and float(std) == round(x.std(ddof=1), 4) and n == "3"
         half = st.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
-        assert _signed(row[3]) == [round(d.mean(), 4), round(d.mean() - half, 4), round(d.mean() + half, 4)]
+        assert numbers(row[3]) == [round(d.mean(), 4), round(d.mean() - half, 4), round(d.mean() + half, 4)]
         p = st.ttest_rel(x, relu, alternative="less").pvalue
         assert float(row[4]) == pytest.approx(p, rel=1e-2)
         holm_family[v] = (p, float(row[5]))
-        welch_delta, welch_se, welch_p = _signed(row[6])
+        welch_delta, welch_se, welch_p = numbers(row[6])
         assert welch_delta == round(x.mean() - relu.mean(), 4)
         assert welch_se == round(np.sqrt(x.var(ddof=1) / 3 + relu.var(ddof=1) / 3), 4)
         assert welch_p == pytest.approx(st.ttest_ind(x, relu, equal_var=False).pvalue, rel=1e-2)
@@ -81,10 +63,10 @@ def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
     (lo_p, lo_cell), (hi_p, hi_cell) = sorted(holm_family.values())
     assert lo_cell == pytest.approx(min(1.0, 2 * lo_p), rel=1e-2)
     assert hi_cell == pytest.approx(min(1.0, max(2 * lo_p, hi_p)), rel=1e-2)
-    assert _row(table, "FFN_SwiGLU")[7:9] == ["1.944 ± 0.010", "1.636"]  # the paper's figures
-    assert _row(table, "FFN_ReLU")[3].startswith("–")
+    assert cells(table, "FFN_SwiGLU")[7:9] == ["1.944 ± 0.010", "1.636"]  # the paper's figures
+    assert cells(table, "FFN_ReLU")[3].startswith("–")
     (floor,) = floors
-    assert _row(table, "*unigram floor*")[2] == f"{floor:.4f}"
+    assert cells(table, "*unigram floor*")[2] == f"{floor:.4f}"
     assert f"scores {floor:.4f} on this held-out set" in table  # the regime line reads the same floor
 
     with open(out / "runs.csv") as f:

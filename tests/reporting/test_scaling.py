@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from scipy import stats as st
 from glu_study.config import compose
 from glu_study.ffn import get_variant
 from glu_study.report import main as report_main
-from tests.helpers import ROOT, TINY, preset_sweep, run_cli
+from tests.helpers import ROOT, cells, numbers, preset_sweep, sweep
 
 SIZES = ("t5_nano", "t5_tiny")
 VARIANTS = ("relu", "swiglu", "relu2")
@@ -25,20 +24,14 @@ NAMES = {"relu": "FFN_ReLU", "swiglu": "FFN_SwiGLU", "relu2": "FFN_ReLU²"}
 @pytest.fixture(scope="module")
 def scaling_dir(tmp_path_factory):
     """A real two-size sweep, small-but-real settings, run directories named like the preset's."""
-    d = tmp_path_factory.mktemp("scaling")
-    r = run_cli(
-        "glu_study.train",
-        "-m",
-        *TINY,
+    return sweep(
+        tmp_path_factory.mktemp("scaling"),
         f"model={','.join(SIZES)}",
         f"ffn={','.join(VARIANTS)}",
         "seed=0,1,2",
         "logger.group=tiny_scaling",
         "name=${model.name}-${ffn.name}-s${seed}",
-        f"hydra.sweep.dir={d}",
     )
-    assert r.returncode == 0, r.stderr
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +47,6 @@ def summaries(run_dirs) -> dict[tuple[str, str, int], dict]:
         s = json.loads(p.read_text())
         found[(s["model"], s["ffn"], s["seed"])] = s
     return found
-
-
-def cells(table: str, *first: str) -> list[str]:
-    prefix = "| " + " | ".join(first) + " |"
-    line = next(ln for ln in table.splitlines() if ln.startswith(prefix))
-    return [c.strip() for c in line.strip("|").split("|")]
-
-
-def numbers(cell: str) -> list[float]:
-    return [float(x) for x in re.findall(r"[+-]?\d+\.\d+(?:e-?\d+)?", cell)]
 
 
 def paired(x: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, float]:
