@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from glu_study.config import ROOT
+from glu_study.errors import DataError, exit_status
 from glu_study.ffn import activation_fn, get_variant
 from glu_study.reporting.figures import pyplot, savefig
 
@@ -114,12 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "figures")
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot_activations(args.out / "activations.png")
-    plot_gated_units(args.out / "gated_units.png")
+    return exit_status(lambda: render(args.out))  # bad input: one error line, exit 2, nothing written
+
+
+def render(out: Path) -> int:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_activations(out / "activations.png")
+    plot_gated_units(out / "gated_units.png")
     err, at = gelu_tanh_vs_erf_max_diff()
     print(f"max |GELU tanh approximation - GELU exact erf| on [-5, 5]: {err:.3e} at x = {at:.4f}")
-    print(f"wrote {args.out / 'activations.png'} and {args.out / 'gated_units.png'}")
+    print(f"wrote {out / 'activations.png'} and {out / 'gated_units.png'}")
     return 0
 
 

@@ -180,3 +180,11 @@ def test_bad_dataset_path_clear_error(tmp_path, capsys):
     assert "bad magic number" in capsys.readouterr().err
     assert mlp.main(["--variants", "swigluu"]) == 2
     assert "Valid names" in capsys.readouterr().err
+
+
+def test_gallery_bad_out_is_one_error_line(tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    assert gallery.main(["--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is not a directory" in err and target.read_text() == "x"

@@ -236,6 +236,12 @@ def test_bad_input_one_error_nonzero_exit_nothing_written(pretrained, tmp_path):
         sorted(p.name for p in (run_dir / "finetune").iterdir()) if (run_dir / "finetune").exists() else []
     )
     assert after == before
+    # the W&B mode is checked up front, as for pretraining: one line, nothing written
+    r = run_cli(
+        "glu_study.finetune", f"run_dir={run_dir}", "task=rte", f"data_dir={data}", "logger.mode=sometimes"
+    )
+    assert r.returncode == 2 and r.stderr.count("error:") == 1 and "logger.mode='sometimes'" in r.stderr
+    assert not (run_dir / "finetune" / "rte").exists() or "rte" in before
 
     r = run_cli("glu_study.finetune", "task=rte", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: missing run_dir=") and "squad" in r.stderr
