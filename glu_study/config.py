@@ -49,9 +49,11 @@ class ModelConfig:
 class FFNConfig:
     name: str = MISSING
     paper_name: str = MISSING
-    activation: str = MISSING  # transformers ACT2FN key
+    activation: str | None = MISSING  # transformers ACT2FN key, or package.module:function (ffn=custom)
     gated: bool = MISSING
     gelu: str | None = None  # "tanh approximation" | "exact erf" for GELU-based variants
+    module: str | None = None  # a whole FFN block's class, package.module:Class (Maxout; ffn=custom)
+    matrices: int = 0  # the block's d_model x d_ff matrices (0: 3 if gated, else 2): compute matching follows
 
 
 @dataclass
@@ -132,12 +134,26 @@ class LoggerConfig:
 
 
 @dataclass
+class ChallengerConfig:
+    """Your own FFN for a one-command comparison (experiment=compare_cpu): conf/ffn/custom.yaml reads it, so a
+    sweep over ffn=relu,swiglu,custom gives only the custom job these settings."""
+
+    name: str = "custom"
+    paper_name: str = "FFN_custom"
+    activation: str | None = None  # package.module:function, an element-wise activation
+    gated: bool = False  # (act(x W) * x V) W2 instead of act(x W1) W2
+    module: str | None = None  # package.module:Class, a whole FFN block taking a T5Config
+    matrices: int = 0  # the block's matrices: 2 (wi, wo) or 3 (wi_0, wi_1, wo)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ffn: FFNConfig = field(default_factory=FFNConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    challenger: ChallengerConfig = field(default_factory=ChallengerConfig)
     seed: int = 0
     name: str = "${ffn.name}-s${seed}"
 

@@ -1,7 +1,8 @@
 """Build the T5 encoder-decoder for a (model size, FFN variant) pair, and count what it costs.
 
-The network itself is `transformers.T5ForConditionalGeneration`, unchanged: the variant only chooses
-`feed_forward_proj` and d_ff (see glu_study.ffn). Everything here is either configuration of that model or
+The network itself is `transformers.T5ForConditionalGeneration`: the variant chooses `feed_forward_proj` and
+d_ff (see glu_study.ffn), and a structural variant (Maxout, or a block class of your own) replaces the FFN block
+of every layer, nothing else (glu_study.ffn.custom). `from_pretrained` loads any export, custom variants included. Everything here is either configuration of that model or
 arithmetic on its shapes, so parameter counts and FLOPs can be had for t5_base without instantiating it.
 """
 
@@ -42,7 +43,7 @@ def t5_config(model_cfg, variant: Variant, vocab_size: int) -> T5Config:
         dropout_rate=model_cfg.dropout_rate,
         layer_norm_epsilon=model_cfg.layer_norm_epsilon,
         initializer_factor=model_cfg.initializer_factor,
-        feed_forward_proj=variant.feed_forward_proj,
+        feed_forward_proj=variant.build_proj,
         # T5.1.0: input embedding and softmax weights are shared, decoder output scaled by d_model**-0.5.
         tie_word_embeddings=True,
         pad_token_id=0,
@@ -55,7 +56,47 @@ def t5_config(model_cfg, variant: Variant, vocab_size: int) -> T5Config:
 def build_model(model_cfg, variant: Variant, vocab_size: int, seed: int) -> T5ForConditionalGeneration:
     """A freshly initialised model; the same seed gives the same weights for every variant's shared shapes."""
     torch.manual_seed(seed)
-    return T5ForConditionalGeneration(t5_config(model_cfg, variant, vocab_size))
+    model = T5ForConditionalGeneration(t5_config(model_cfg, variant, vocab_size))
+    return finish_variant(model, variant)
+
+
+def finish_variant(model: T5ForConditionalGeneration, variant: Variant) -> T5ForConditionalGeneration:
+    """A structural variant's blocks put in place; the variant recorded in the config (its config.json), with
+    `feed_forward_proj` naming what plain transformers would need, so a custom export never loads silently as
+    another FFN (glu_study's `from_pretrained` loads it)."""
+    if variant.module:
+        from glu_study.ffn.custom import install_blocks
+
+        install_blocks(model, variant.module, variant.num_matrices)
+    model.config.glu_study_ffn = variant.record()
+    if variant.feed_forward_proj != variant.build_proj:
+        model.config.feed_forward_proj = variant.feed_forward_proj
+        model.config.dense_act_fn = variant.feed_forward_proj.removeprefix("gated-")
+    return model
+
+
+def from_pretrained(path, **config_overrides) -> T5ForConditionalGeneration:
+    """Any export (a run's model/ directory), custom variants included: the variant recorded in config.json is
+    registered again (its module imported), the model built as HF's T5 and the variant's blocks put in place.
+    Exports of the built-in HF variants load with plain transformers as well."""
+    import json
+    from pathlib import Path
+
+    from glu_study.ffn.variants import variant_from_record
+
+    record = json.loads((Path(path) / "config.json").read_text()).get("glu_study_ffn")
+    if record is None:  # an export from before variants were recorded: an HF variant by construction
+        return T5ForConditionalGeneration.from_pretrained(path, **config_overrides)
+    variant = variant_from_record(record)
+    build = variant.build_proj
+    model = T5ForConditionalGeneration.from_pretrained(
+        path,
+        feed_forward_proj=build,
+        dense_act_fn=build.removeprefix("gated-"),
+        is_gated_act=build.startswith("gated-"),
+        **config_overrides,
+    )
+    return finish_variant(model, variant)
 
 
 def param_counts(

@@ -1,6 +1,8 @@
-"""The FFN variants: the registry (variants.py) and its compute-matching table (`python -m glu_study.ffn`)."""
+"""The FFN variants: the registry (variants.py), variants named by import path and Maxout (custom.py), and the
+compute-matching table (`python -m glu_study.ffn`)."""
 
 from glu_study.ffn.variants import (
+    BUILT_IN_VARIANTS,
     EXTRA_VARIANTS,
     GELU_ERF,
     GELU_TANH,
@@ -15,6 +17,7 @@ from glu_study.ffn.variants import (
 )
 
 __all__ = [
+    "BUILT_IN_VARIANTS",
     "EXTRA_VARIANTS",
     "GELU_ERF",
     "GELU_TANH",

@@ -66,25 +66,49 @@ class Variant:
     act_params: int = 0  # learnable scalars of the activation itself, per FFN block (xIELU: a_p, a_n)
     paper: bool = False  # one of the eight in Shazeer (2020) Table 1
     note: str = ""
-
-    @property
-    def feed_forward_proj(self) -> str:
-        """The exact string HF's T5Config expects (and writes to config.json on export)."""
-        return f"gated-{self.dense_act_fn}" if self.is_gated_act else self.dense_act_fn
-
-    def d_ff(self, base_d_ff: int) -> int:
-        return gated_d_ff(base_d_ff) if self.is_gated_act else base_d_ff
+    # A structural variant (glu_study.ffn.custom): the FFN block's class by import path, and its matrix count.
+    module: str | None = None
+    matrices: int = 0  # 0: 3 if gated, else 2
 
     @property
     def num_matrices(self) -> int:
-        return 3 if self.is_gated_act else 2
+        return self.matrices or (3 if self.is_gated_act else 2)
+
+    @property
+    def feed_forward_proj(self) -> str:
+        """What the export's config.json records. For HF's own blocks, the exact string T5Config expects; for a
+        structural variant, its class path in the same shape, which plain transformers cannot resolve (so an
+        export never silently loads as a different FFN)."""
+        act = self.module or self.dense_act_fn
+        return f"gated-{act}" if self.num_matrices == 3 else act
+
+    @property
+    def build_proj(self) -> str:
+        """What the HF model is built with: a structural variant starts as HF's block with its matrices."""
+        if self.module:
+            return "gated-linear" if self.num_matrices == 3 else "relu"
+        return self.feed_forward_proj
+
+    def d_ff(self, base_d_ff: int) -> int:
+        return matched_d_ff(base_d_ff, self.num_matrices)
+
+    def record(self) -> dict:
+        """What an export's config.json keeps (`glu_study_ffn`) to rebuild this variant."""
+        keys = ("name", "paper_name", "dense_act_fn", "is_gated_act", "module", "matrices", "act_params")
+        return {k: getattr(self, k) for k in keys}
+
+
+def matched_d_ff(base_d_ff: int, matrices: int) -> int:
+    """The d_ff that gives `matrices` d_model x d_ff matrices the parameters of the base's two: 2/matrices of
+    the base d_ff, exact when it divides, else the nearest multiple of 8."""
+    if (2 * base_d_ff) % matrices == 0:
+        return 2 * base_d_ff // matrices
+    return max(8, 8 * round(2 * base_d_ff / matrices / 8))
 
 
 def gated_d_ff(base_d_ff: int) -> int:
-    """2/3 of the base d_ff: exact when it divides, else the nearest multiple of 8."""
-    if (2 * base_d_ff) % 3 == 0:
-        return 2 * base_d_ff // 3
-    return max(8, 8 * round(2 * base_d_ff / 3 / 8))
+    """2/3 of the base d_ff (three matrices instead of two)."""
+    return matched_d_ff(base_d_ff, 3)
 
 
 _V = Variant
@@ -147,6 +171,16 @@ VARIANTS: dict[str, Variant] = {
             note="2 learnable scalars per block",
         ),
         _V("xieluglu", "FFN_xIELUGLU", "xielu", is_gated_act=True, act_params=2, note="phi = xIELU"),
+        # --- structural: not an element-wise activation (glu_study.ffn.custom) ---
+        _V(
+            "maxout",
+            "FFN_Maxout",
+            "maxout",
+            is_gated_act=False,
+            module="glu_study.ffn.custom:MaxoutDense",
+            matrices=3,
+            note="max(xW, xV) W2, k = 2 (Goodfellow et al. 2013)",
+        ),
     ]
 }
 
@@ -180,11 +214,59 @@ def check_variant_config(ffn_cfg) -> Variant:
     """Resolve a composed `ffn` config node to its registry entry, refusing an edited/inconsistent file.
 
     The conf/ffn/*.yaml files repeat the registry's facts so they show up in the resolved config (and W&B);
-    this keeps the two from drifting apart silently.
+    this keeps the two from drifting apart silently. `ffn=custom` (an activation or a block class named by
+    import path) is checked and registered here, so every later step looks it up like any other variant.
     """
+    named_by_path = ffn_cfg.get("module") or (ffn_cfg.activation and ":" in ffn_cfg.activation)
+    if ffn_cfg.name not in BUILT_IN_VARIANTS and named_by_path:
+        return custom_variant(ffn_cfg)
+    if ffn_cfg.name == "custom":
+        raise ConfigError(
+            "ffn=custom needs ffn.activation=package.module:function (ffn.gated=true|false) or "
+            "ffn.module=package.module:Class (ffn.matrices=2|3)"
+        )
     v = get_variant(ffn_cfg.name)
     stated = {"activation": ffn_cfg.activation, "gated": ffn_cfg.gated, "gelu": ffn_cfg.gelu}
     actual = {"activation": v.dense_act_fn, "gated": v.is_gated_act, "gelu": v.gelu}
-    if stated != actual:
+    if stated != actual or (ffn_cfg.get("module") or None) != v.module:
         raise ConfigError(f"conf/ffn/{v.name}.yaml states {stated} but the registry says {actual}")
+    return v
+
+
+def custom_variant(ffn_cfg) -> Variant:
+    """A variant defined outside the package (`ffn=custom`), checked (imports, shapes) and registered."""
+    from glu_study.ffn.custom import block_class, register_activation
+
+    name = ffn_cfg.name
+    if ffn_cfg.get("module"):
+        matrices = int(ffn_cfg.get("matrices") or 0)
+        block_class(ffn_cfg.module, matrices)
+        v = Variant(name, ffn_cfg.paper_name, "block", False, module=ffn_cfg.module, matrices=matrices)
+    else:
+        v = Variant(name, ffn_cfg.paper_name, register_activation(ffn_cfg.activation), bool(ffn_cfg.gated))
+    VARIANTS[name] = v
+    return v
+
+
+BUILT_IN_VARIANTS = frozenset(VARIANTS)  # the registry as shipped; check_variant_config adds custom ones
+
+
+def variant_from_record(record: dict) -> Variant:
+    """The variant an export's config.json recorded (`glu_study_ffn`), registered again in this process."""
+    from glu_study.ffn.custom import block_class, register_activation
+
+    v = Variant(
+        record["name"],
+        record["paper_name"],
+        record["dense_act_fn"],
+        record["is_gated_act"],
+        act_params=record.get("act_params", 0),
+        module=record.get("module"),
+        matrices=record.get("matrices", 0),
+    )
+    if v.module:
+        block_class(v.module, v.num_matrices)
+    elif v.dense_act_fn not in ACT2CLS:
+        register_activation(v.dense_act_fn)
+    VARIANTS.setdefault(v.name, v)
     return v

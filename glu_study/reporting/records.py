@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glu_study.errors import DataError
+from glu_study.ffn import VARIANTS, check_variant_config
 from glu_study.training import run_dir as records
 
 METRIC = "eval/log_perplexity"  # the test set's figure: what every table reports
@@ -98,6 +99,8 @@ def _read_run_dir(run_dir: Path) -> RunRecord:
     s = records.read_summary(run_dir)
     events = records.read_metrics(run_dir)
     cfg = records.load_config(run_dir)
+    if cfg is not None and cfg.ffn.name not in VARIANTS:  # a variant defined outside the package: register it
+        check_variant_config(cfg.ffn)
     group = cfg.logger.group if cfg is not None else "runs"
     return run_record(
         s,

@@ -13,6 +13,7 @@ from transformers.models.t5.modeling_t5 import T5LayerFF
 
 from glu_study.data.images import Split
 from glu_study.ffn import Variant, get_variant
+from glu_study.ffn.custom import install_blocks
 
 
 class FFNClassifier(nn.Module):
@@ -22,10 +23,12 @@ class FFNClassifier(nn.Module):
         cfg = T5Config(
             d_model=d_model,
             d_ff=variant.d_ff(d_ff),
-            feed_forward_proj=variant.feed_forward_proj,
+            feed_forward_proj=variant.build_proj,
             dropout_rate=0.0,
         )
         self.ffn = T5LayerFF(cfg)  # the T5 block itself: norm, FFN variant, residual
+        if variant.module:  # a structural variant (Maxout): its block in place of HF's, same weights
+            install_blocks(self, variant.module, variant.num_matrices)
         self.head = nn.Linear(d_model, n_classes)
 
     def forward(self, x):

@@ -203,9 +203,9 @@ def missing_export_files(directory: Path) -> list[str]:
 
 
 def load_export(directory: Path, **config_overrides):
-    from transformers import T5ForConditionalGeneration
+    from glu_study.model import from_pretrained
 
-    return T5ForConditionalGeneration.from_pretrained(directory / MODEL, **config_overrides)
+    return from_pretrained(directory / MODEL, **config_overrides)
 
 
 # --- fine-tunes of a pretraining run ----------------------------------------------------------------------
