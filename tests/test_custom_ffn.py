@@ -195,3 +195,36 @@ def test_compare_preset_sweeps_the_challenger_beside_relu_and_swiglu():
     cfg = compose(["experiment=compare_cpu", "ffn=relu", "challenger.activation=x:y"])
     assert check_variant_config(cfg.ffn).name == "relu"  # the challenger's settings reach only ffn=custom
     assert compose(["experiment=compare_cpu"]).trainer == compose(["experiment=table1_cpu"]).trainer
+
+
+def test_a_challenger_is_a_table1_row_with_its_holm_p(tmp_path):
+    """experiment=compare_cpu's report: the challenger against FFN_ReLU paired by seed, Holm-corrected together
+    with the paper's claims present (recomputed here with scipy and statsmodels)."""
+    import numpy as np
+    from scipy import stats as st
+    from statsmodels.stats.multitest import multipletests
+
+    from glu_study.reporting.records import RunRecord
+    from glu_study.reporting.table1 import write_table1
+    from tests.helpers import cells, numbers
+
+    VARIANTS["mine"] = get_variant("relu").__class__("mine", "FFN_mine", "mine", True)
+    finals = {
+        "relu": [4.50, 4.52, 4.49, 4.51],
+        "swiglu": [4.40, 4.43, 4.41, 4.40],
+        "mine": [4.46, 4.50, 4.45, 4.47],
+    }
+    records = [
+        RunRecord(f"{v}-s{k}", v, k, "t5_tiny", "compare_cpu", 1, 1, 1, 900, 9, f, None, None)
+        for v, fs in finals.items()
+        for k, f in enumerate(fs)
+    ]
+    stats = write_table1(records, tmp_path, "compare_cpu")
+    ps = {v: st.ttest_rel(finals[v], finals["relu"], alternative="less").pvalue for v in ("swiglu", "mine")}
+    holm = dict(zip(ps, multipletests(list(ps.values()), method="holm")[1], strict=True))
+    assert stats["mine"].p_holm == pytest.approx(holm["mine"]) and stats["swiglu"].p_holm == pytest.approx(
+        holm["swiglu"]
+    )
+    row = cells((tmp_path / "table1.md").read_text(), "FFN_mine")
+    d = np.array(finals["mine"]) - np.array(finals["relu"])
+    assert numbers(row[3])[0] == round(d.mean(), 4) and float(row[5]) == pytest.approx(holm["mine"], rel=1e-2)

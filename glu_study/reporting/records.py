@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glu_study.errors import DataError
+from glu_study.errors import BadInputError, DataError
 from glu_study.ffn import VARIANTS, check_variant_config
 from glu_study.training import run_dir as records
 
@@ -91,6 +91,8 @@ def read_run_dir(run_dir: Path) -> RunRecord:
     """The run's record; a damaged file is named (DataError), never skipped."""
     try:
         return _read_run_dir(run_dir)
+    except BadInputError:  # e.g. a custom variant whose module this process cannot import: said as it is
+        raise
     except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise DataError(f"{run_dir}: damaged run record ({type(e).__name__}: {e})") from None
 
