@@ -87,7 +87,8 @@ class DataConfig:
     data_files: dict[str, Any] = field(default_factory=dict)  # e.g. {train: a.json, validation: b.json}
     max_train_documents: int = 200_000
     max_heldout_documents: int = 5_000
-    # tokenizer training
+    # tokenizer: an existing SentencePiece model used as is (e.g. T5's published spiece.model), else one trained
+    tokenizer_path: str | None = None
     tokenizer_max_sentences: int = 300_000
     tokenizer_threads: int = 2
 

@@ -20,7 +20,7 @@ from glu_study.data.spans import (
     span_corrupt,
     validate_span_settings,
 )
-from glu_study.data.tokenizer import tokenize_split, train_tokenizer
+from glu_study.data.tokenizer import tokenize_split, tokenizer_id, train_tokenizer
 from glu_study.errors import DataError
 from glu_study.files import fingerprint, write_json_atomic
 
@@ -193,7 +193,8 @@ class PretrainData:
         """The share of the test set's OVERLAP_N-token windows that occur in the training split; measured once per
         corpus, tokenizer and test set (a few seconds for the embedded corpus) and cached beside them."""
         info = self.info
-        key = fingerprint(info.corpus_fingerprint, info.spiece_model, self.raw_length, self.cfg.eval_examples)
+        tokenizer = tokenizer_id(Path(info.spiece_model))
+        key = fingerprint(info.corpus_fingerprint, tokenizer, self.raw_length, self.cfg.eval_examples)
         path = Path(self.cfg.cache_dir) / "overlap" / f"{key}-n{OVERLAP_N}.json"
         if path.is_file():
             return float(json.loads(path.read_text())["share"])

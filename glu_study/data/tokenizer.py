@@ -4,6 +4,7 @@ streams it produces (tokenised once with `datasets.map`, cached).
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
     """
     import sentencepiece as spm
 
+    if cfg.get("tokenizer_path"):
+        return existing_tokenizer(Path(cfg.tokenizer_path))
     key = fingerprint("spm", corpus_dir.name, cfg.vocab_size, cfg.tokenizer_max_sentences, SPM_SEED)
     final = Path(cfg.cache_dir) / "tokenizer" / f"spm-{key}"
     if (final / "spiece.model").exists():
@@ -63,6 +66,31 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
     return final / "spiece.model"
 
 
+def existing_tokenizer(path: Path) -> Path:
+    """`data.tokenizer_path`: a SentencePiece model used as is (no training; the export's spiece.model is this
+    file byte for byte). It must load and keep T5's ids for padding and end of sequence."""
+    import sentencepiece as spm
+
+    if not path.is_file():
+        raise DataError(f"data.tokenizer_path={path}: no such file")
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(path))
+    except Exception as e:  # sentencepiece raises RuntimeError / OSError for a file that is not a model
+        raise DataError(f"data.tokenizer_path={path}: not a SentencePiece model ({e})") from None
+    if sp.pad_id() != PAD_ID or sp.eos_id() != EOS_ID:
+        raise DataError(
+            f"data.tokenizer_path={path}: pad id {sp.pad_id()} and eos id {sp.eos_id()}, T5 needs {PAD_ID} and {EOS_ID}"
+        )
+    return path.resolve()
+
+
+def tokenizer_id(spiece_model: Path) -> str:
+    """A name for the tokenizer in cache keys: its cache entry's, or the content hash of a user's model file."""
+    if spiece_model.parent.name.startswith("spm-"):
+        return spiece_model.parent.name
+    return "file-" + hashlib.sha256(spiece_model.read_bytes()).hexdigest()[:16]
+
+
 def load_hf_tokenizer(spiece_model: str | Path):
     """The tokenizer users load from an export.
 
@@ -81,7 +109,7 @@ def tokenize_split(corpus_dir: Path, split: str, spiece_model: Path, cache_dir: 
     ds = datasets.load_dataset(
         "json", data_files=str(corpus_dir / f"{split}.jsonl"), split="train", cache_dir=str(cache_dir / "hf")
     )
-    map_cache = cache_dir / "tokenized" / f"{corpus_dir.name}-{spiece_model.parent.name}-{split}.arrow"
+    map_cache = cache_dir / "tokenized" / f"{corpus_dir.name}-{tokenizer_id(spiece_model)}-{split}.arrow"
     map_cache.parent.mkdir(parents=True, exist_ok=True)
     model_path = str(spiece_model)
 

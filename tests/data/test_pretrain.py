@@ -13,6 +13,7 @@ from glu_study.data import (
     EOS_ID,
     LABEL_PAD,
     PAD_ID,
+    PretrainData,
     load_hf_tokenizer,
     random_spans_noise_mask,
     span_corrupt,
@@ -169,3 +170,28 @@ def test_ngram_overlap_against_brute_force(tiny_data):
     assert first == pytest.approx(
         ngram_overlap(tiny_data.train_chunks, tiny_data.heldout_chunks["test"], OVERLAP_N)
     )
+
+
+def test_an_existing_sentencepiece_model_is_used_as_is(tiny_data, tmp_path):
+    """data.tokenizer_path (e.g. T5's published spiece.model): no training, the same examples as the model it
+    is a copy of, and the export's spiece.model is that file byte for byte; a bad file is refused up front."""
+    import shutil
+
+    from glu_study.train import train
+
+    own = tmp_path / "t5" / "spiece.model"
+    own.parent.mkdir()
+    shutil.copyfile(tiny_data.info.spiece_model, own)
+    data = PretrainData(compose([*TINY, f"data.tokenizer_path={own}"]).data, log=lambda *a: None)
+    assert data.info.spiece_model == str(own.resolve()) and data.vocab_size == tiny_data.vocab_size
+    assert np.array_equal(data.train_chunks, tiny_data.train_chunks)
+    summary = train(compose([*TINY, f"data.tokenizer_path={own}"]), tmp_path / "run")
+    assert (tmp_path / "run" / "model" / "spiece.model").read_bytes() == own.read_bytes()
+    assert summary["steps"] == 6
+    (tmp_path / "bad.model").write_bytes(b"not a model")
+    for path, fragment in (
+        (tmp_path / "none.model", "no such file"),
+        (tmp_path / "bad.model", "not a SentencePiece"),
+    ):
+        with pytest.raises(DataError, match=fragment):
+            PretrainData(compose([*TINY, f"data.tokenizer_path={path}"]).data, log=lambda *a: None)
