@@ -91,6 +91,7 @@ class DataConfig:
     tokenizer_path: str | None = None
     tokenizer_max_sentences: int = 300_000
     tokenizer_threads: int = 2
+    num_proc: int = 0  # processes that tokenise the corpus (0: the CPUs this process may use)
 
 
 @dataclass
@@ -120,6 +121,10 @@ class LoopSettings:
 @dataclass
 class TrainerConfig(LoopSettings):
     compile: bool = False
+    # torchrun: how long a rank waits in a collective for the others. Ranks prepare their data before the first
+    # collective (one builds, the others wait on the cache's lock), so this need not cover a cold build, but a
+    # generous value keeps a slow shared file system from failing a job.
+    dist_timeout_min: int = 60
 
 
 @dataclass
@@ -242,6 +247,7 @@ DATA_RANGES = {
     **dict.fromkeys(("inputs_length", "vocab_size", "extra_ids", "eval_examples", "val_examples"), (1, True)),
     **dict.fromkeys(("max_train_documents", "max_heldout_documents", "tokenizer_max_sentences"), (1, True)),
     "tokenizer_threads": (1, True),
+    "num_proc": (0, True),
     "min_paragraph_chars": (0, True),
     "heldout_percent": (0.0, False),
     "max_epochs": (0.0, False),
@@ -286,7 +292,7 @@ def check_logger(logger) -> None:
 
 
 def check_trainer(trainer) -> None:
-    check_settings(trainer, "trainer")
+    check_settings(trainer, "trainer", {"dist_timeout_min": (1, True)})
 
 
 def check_data(data) -> None:

@@ -7,10 +7,12 @@ to a temporary sibling and renamed into place, which POSIX makes atomic within o
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,3 +77,35 @@ def fingerprint(*parts) -> str:
 def stable_bucket(key: str, buckets: int = 10_000) -> int:
     """A string's bucket in [0, buckets), the same on every machine and Python (unlike hash())."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % buckets
+
+
+@contextmanager
+def build_lock(path: Path, what: str, log=print) -> Iterator[None]:
+    """One builder of a cache entry at a time, across processes and machines sharing the file system: an
+    exclusive lock on `path` for the block. A second caller says whom it waits for (the holder writes its host
+    and pid into the file), waits, and then finds the entry built. The OS releases the lock when its holder
+    exits or is killed, so a dead builder never blocks the next one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            log(f"waiting for {holder} to finish building {what} ({path})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def process_pool(workers: int):
+    """A process pool whose workers are *spawned*, not forked. A forked worker inherits every open descriptor,
+    the cache's build lock (build_lock) included, so a worker orphaned by a killed builder would go on holding
+    the lock and the next builder would wait for it forever; a spawned one starts clean."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))

@@ -71,7 +71,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     """One pretraining run in `run_dir`; returns the summary. Raises before writing anything on bad input."""
     trainer = cfg.trainer
     kind = device_kind(trainer)
-    info = setup_distributed(kind)
+    info = setup_distributed(kind, trainer.dist_timeout_min)
     variant, mode = preflight(cfg, run_dir, info)
     device = setup_device(kind, trainer, info)
     per_rank = per_rank_batch(trainer, info)

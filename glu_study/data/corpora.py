@@ -18,11 +18,10 @@ import os
 import sys
 import sysconfig
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from glu_study.errors import DataError
-from glu_study.files import atomic_dir, fingerprint, stable_bucket
+from glu_study.files import atomic_dir, fingerprint, process_pool, stable_bucket
 
 HARVESTER_VERSION = 1  # bump when the embedded-corpus extraction changes (invalidates caches)
 
@@ -118,7 +117,7 @@ def embedded_corpus(cfg) -> Path:
     if (final / "stats.json").exists():
         return final
     jobs = [(label, root, cfg.min_paragraph_chars) for label, _, root in roots]
-    with ProcessPoolExecutor(max_workers=min(2, len(jobs))) as pool:
+    with process_pool(min(2, len(jobs))) as pool:
         files = [f for part in pool.map(_harvest_root, jobs) for f in part]
     threshold = cfg.heldout_percent * 100  # buckets out of 10,000
     held_files = [(k, ps) for k, ps in files if stable_bucket(k) < threshold]

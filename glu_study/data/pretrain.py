@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glu_study.data.corpora import corpus_identity, prepare_corpus
+from glu_study.data.corpora import corpus_identity
+from glu_study.data.prepared import prepare_data
+from glu_study.data.shards import open_split
 from glu_study.data.spans import (
     EOS_ID,
     LABEL_PAD,
@@ -20,7 +22,7 @@ from glu_study.data.spans import (
     span_corrupt,
     validate_span_settings,
 )
-from glu_study.data.tokenizer import tokenize_split, tokenizer_id, train_tokenizer
+from glu_study.data.tokenizer import tokenizer_id
 from glu_study.errors import DataError
 from glu_study.files import fingerprint, write_json_atomic
 
@@ -104,15 +106,11 @@ class PretrainData:
         self.raw_length, self.targets_length = compute_input_and_target_lengths(
             cfg.inputs_length, cfg.noise_density, cfg.mean_noise_span_length
         )
-        corpus_dir = prepare_corpus(cfg)
-        spiece_model = train_tokenizer(corpus_dir, cfg)
-        cache_dir = Path(cfg.cache_dir)
-        train = tokenize_split(corpus_dir, "train", spiece_model, cache_dir)
-        held = tokenize_split(corpus_dir, "heldout", spiece_model, cache_dir)
-        import sentencepiece as spm
-
-        pieces = spm.SentencePieceProcessor(model_file=str(spiece_model)).get_piece_size()
-        self.vocab_size = pieces + cfg.extra_ids
+        prepared = prepare_data(cfg, log=log)
+        corpus_dir, spiece_model = prepared.corpus_dir, prepared.spiece_model
+        train, train_counts = open_split(prepared.tokens_dir, "train")  # memory maps: nothing read yet
+        held, _ = open_split(prepared.tokens_dir, "heldout")
+        self.vocab_size = prepared.pieces + cfg.extra_ids
         n_train, n_held = len(train) // self.raw_length, len(held) // self.raw_length
         if n_held < cfg.eval_examples:
             raise DataError(
@@ -125,10 +123,15 @@ class PretrainData:
             )
         # The incomplete tail chunk is dropped, so every example has exactly inputs_length / targets_length.
         self.train_chunks = train[: n_train * self.raw_length].reshape(n_train, self.raw_length)
+        # The training chunks' token counts: the split's, less its dropped tail (a few tokens read, not the stream).
+        tail = np.bincount(train[n_train * self.raw_length :], minlength=len(train_counts))
+        self.train_counts = train_counts - tail
         self.n_heldout_chunks = n_held
         held_chunks = held[: n_held * self.raw_length].reshape(n_held, self.raw_length)
         test_idx, val_idx = heldout_indices(n_held, cfg.eval_examples, cfg.val_examples)
-        self.heldout_chunks = {"test": held_chunks[test_idx], "val": held_chunks[val_idx]}
+        self.heldout_chunks = {
+            k: held_chunks[i].astype(np.int32) for k, i in (("test", test_idx), ("val", val_idx))
+        }
         self.info = DataInfo(
             vocab_size=self.vocab_size,
             raw_length=self.raw_length,
@@ -177,7 +180,10 @@ class PretrainData:
     def train_example(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         epoch, within = divmod(index, len(self.train_chunks))
         chunk = int(self._permutation(seed, epoch)[within])
-        return self._example(self.train_chunks[chunk], np.random.default_rng([seed, epoch, chunk]))
+        tokens = self.train_chunks[chunk].astype(
+            np.int32
+        )  # from the map; sentinel arithmetic needs signed ids
+        return self._example(tokens, np.random.default_rng([seed, epoch, chunk]))
 
     def documents_for(self, factor: float) -> int:
         """How many training documents `factor` times this corpus's training text holds (its stats.json)."""
@@ -211,7 +217,9 @@ class PretrainData:
         over every target token, as `eval/log_perplexity` is, so a model that has not beaten this figure has not
         yet learned more than token frequencies.
         """
-        counts = np.bincount(self.train_chunks.ravel(), minlength=self.vocab_size).astype(np.float64) + 1.0
+        counts = np.zeros(self.vocab_size, dtype=np.float64)
+        counts[: len(self.train_counts)] = self.train_counts
+        counts += 1.0
         nll = -np.log(counts / counts.sum())
         text_ids = self.vocab_size - self.cfg.extra_ids  # sentinels are the top extra_ids ids
         total, count = 0.0, 0

@@ -1,5 +1,5 @@
-"""The tokenizer: a SentencePiece unigram model with T5's ids, trained on the training split, and the token
-streams it produces (tokenised once with `datasets.map`, cached).
+"""The tokenizer: a SentencePiece unigram model with T5's ids, trained on the training split (or an existing one
+used as is); the token streams it produces are glu_study.data.shards'.
 """
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
-
-import numpy as np
 
 from glu_study.data.corpora import read_texts
 from glu_study.data.spans import EOS_ID, PAD_ID, UNK_ID
@@ -100,32 +98,3 @@ def load_hf_tokenizer(spiece_model: str | Path):
     from transformers import T5Tokenizer
 
     return T5Tokenizer.from_pretrained(str(Path(spiece_model).parent), extra_ids=100)
-
-
-def tokenize_split(corpus_dir: Path, split: str, spiece_model: Path, cache_dir: Path) -> np.ndarray:
-    """All documents of a split as one token stream, each document followed by EOS (T5's packing)."""
-    import datasets
-
-    ds = datasets.load_dataset(
-        "json", data_files=str(corpus_dir / f"{split}.jsonl"), split="train", cache_dir=str(cache_dir / "hf")
-    )
-    map_cache = cache_dir / "tokenized" / f"{corpus_dir.name}-{tokenizer_id(spiece_model)}-{split}.arrow"
-    map_cache.parent.mkdir(parents=True, exist_ok=True)
-    model_path = str(spiece_model)
-
-    def encode(batch):
-        import sentencepiece as spm
-
-        sp = spm.SentencePieceProcessor(model_file=model_path)
-        return {"ids": [ids + [EOS_ID] for ids in sp.encode(batch["text"])]}
-
-    # datasets writes the map result to a temporary file and renames it: a killed run leaves no partial cache.
-    tokenized = ds.map(
-        encode,
-        batched=True,
-        batch_size=2000,
-        remove_columns=ds.column_names,
-        cache_file_name=str(map_cache),
-        desc=f"tokenizing {split}",
-    )
-    return np.asarray(tokenized.data.column("ids").combine_chunks().flatten(), dtype=np.int32)

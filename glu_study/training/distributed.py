@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -27,11 +28,13 @@ class DistInfo:
 SINGLE_PROCESS = DistInfo()
 
 
-def setup_distributed(device_kind: str) -> DistInfo:
+def setup_distributed(device_kind: str, timeout_min: int = 60) -> DistInfo:
+    """The process group (NCCL on CUDA, gloo on CPU) when torchrun launched us; a single process otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE_PROCESS
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        backend = "nccl" if device_kind == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_min))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -128,9 +128,14 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 # Settings that may change between a run and its resumption (they do not change the maths), in either command's
 # loop settings (`trainer.*`, `finetune.*`); and what is not compared at all.
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_threads"}
-RESUMABLE_CHANGES |= {"eval_batch_size"}
-NOT_COMPARED = {"logger", "name", "cache_dir", "challenger"}  # the challenger's settings are compared in `ffn`
-DATA_NOT_COMPARED = {"cache_dir", "tokenizer_threads"}  # where the cache lives, how many threads build it
+RESUMABLE_CHANGES |= {"eval_batch_size", "dist_timeout_min"}
+NOT_COMPARED = {
+    "logger",
+    "name",
+    "cache_dir",
+    "challenger",
+}  # the challenger's settings are compared in `ffn`
+DATA_NOT_COMPARED = {"cache_dir", "tokenizer_threads", "num_proc"}  # where the cache lives, who builds it
 
 
 def comparable(cfg: dict) -> dict:

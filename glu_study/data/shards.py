@@ -1,0 +1,119 @@
+"""Token streams written once as fixed-width unsigned integers, then memory-mapped (nanoGPT's `prepare.py` way).
+
+A split (train.jsonl / heldout.jsonl of a corpus) is tokenised in shards of SHARD_DOCUMENTS documents, each
+document followed by EOS (our packing; T5's `reduce_concat_tokens` uses no separator), in parallel over
+`num_proc` processes. Each shard is written to a temporary file and renamed, with its token counts beside it, so
+a killed build resumes at the first missing shard and never reads a partial one. The finished shards are then
+joined into `<split>.bin` (uint16 when the vocabulary fits, else uint32) plus `<split>.counts.npy` (how often
+each id occurs: the unigram floor needs no pass over the stream at start-up) and `<split>.json`, again through
+a temporary name. Readers get `np.memmap`s: a training process's memory does not grow with the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from glu_study.data.spans import EOS_ID
+from glu_study.files import TMP_PREFIX, process_pool
+
+SHARD_DOCUMENTS = 20_000  # the unit of parallel work and of resumption
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def shard_offsets(jsonl: Path) -> list[tuple[int, int]]:
+    """(byte offset, documents) of each shard of a JSON-lines file: one sequential pass, no parsing."""
+    offsets, start, count, position = [], 0, 0, 0
+    with open(jsonl, "rb") as f:
+        for line in f:
+            count += 1
+            position += len(line)
+            if count == SHARD_DOCUMENTS:
+                offsets.append((start, count))
+                start, count = position, 0
+    if count:
+        offsets.append((start, count))
+    return offsets
+
+
+def _tokenize_shard(args) -> int:
+    """Worker: tokenise one shard's documents and write `<shard>.bin` and its counts, each renamed into place."""
+    jsonl, offset, documents, model_file, target, dtype, vocab_size = args
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=model_file)
+    with open(jsonl, "rb") as f:
+        f.seek(offset)
+        texts = [json.loads(f.readline())["text"] for _ in range(documents)]
+    ids = np.fromiter((t for doc in sp.encode(texts) for t in (*doc, EOS_ID)), dtype=np.int64).astype(dtype)
+    counts = np.bincount(ids, minlength=vocab_size).astype(np.int64)
+    target = Path(target)
+    for suffix, write in ((".counts.npy", lambda p: np.save(p, counts)), (".bin", ids.tofile)):
+        tmp = target.with_name(f"{TMP_PREFIX}{target.name}{suffix}")
+        with open(tmp, "wb") as out:
+            write(out)
+        os.replace(tmp, target.with_name(target.name + suffix))
+    return len(ids)
+
+
+def build_split(
+    jsonl: Path, model_file: Path, vocab_size: int, out_dir: Path, split: str, num_proc: int
+) -> None:
+    """`<out_dir>/<split>.bin` (+ counts, meta) from a corpus split, reusing the shards a killed build left."""
+    final = out_dir / f"{split}.json"
+    if final.is_file():
+        return
+    dtype = token_dtype(vocab_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    offsets = shard_offsets(jsonl)
+    targets = [out_dir / f"{split}-{i:05d}" for i in range(len(offsets))]
+    todo = [
+        (str(jsonl), off, n, str(model_file), str(t), dtype, vocab_size)
+        for (off, n), t in zip(offsets, targets, strict=True)
+        if not (t.with_name(t.name + ".bin").is_file() and t.with_name(t.name + ".counts.npy").is_file())
+    ]
+    if todo:
+        with process_pool(max(1, min(num_proc, len(todo)))) as pool:
+            done = pool.map(_tokenize_shard, todo)
+            for _ in tqdm(done, total=len(todo), desc=f"tokenizing {split} ({len(offsets)} shards)"):
+                pass
+    join_shards(targets, out_dir, split, dtype, vocab_size)
+
+
+def join_shards(targets: list[Path], out_dir: Path, split: str, dtype: np.dtype, vocab_size: int) -> None:
+    """The shards in order as one stream, its counts and its meta file, each renamed into place; meta last."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    tmp = out_dir / f"{TMP_PREFIX}{split}.bin"
+    tokens = 0
+    with open(tmp, "wb") as out:
+        for t in targets:
+            data = np.fromfile(t.with_name(t.name + ".bin"), dtype=dtype)
+            data.tofile(out)
+            tokens += len(data)
+            counts += np.load(t.with_name(t.name + ".counts.npy"))
+    os.replace(tmp, out_dir / f"{split}.bin")
+    np.save(out_dir / f"{TMP_PREFIX}{split}.counts.npy", counts)
+    os.replace(out_dir / f"{TMP_PREFIX}{split}.counts.npy", out_dir / f"{split}.counts.npy")
+    meta = {"tokens": tokens, "dtype": dtype.name, "shards": len(targets), "vocab_size": vocab_size}
+    (out_dir / f"{TMP_PREFIX}{split}.json").write_text(json.dumps(meta))
+    os.replace(out_dir / f"{TMP_PREFIX}{split}.json", out_dir / f"{split}.json")
+    for t in targets:  # the joined stream holds them now
+        for suffix in (".bin", ".counts.npy"):
+            t.with_name(t.name + suffix).unlink()
+
+
+def open_split(out_dir: Path, split: str) -> tuple[np.memmap, np.ndarray]:
+    """(the split's token stream as a read-only memory map, its token counts)."""
+    meta = json.loads((out_dir / f"{split}.json").read_text())
+    dtype = np.dtype(meta["dtype"])
+    if meta["tokens"] == 0:  # an empty file cannot be mapped
+        return np.zeros(0, dtype=dtype), np.load(out_dir / f"{split}.counts.npy")
+    stream = np.memmap(out_dir / f"{split}.bin", dtype=dtype, mode="r", shape=(meta["tokens"],))
+    return stream, np.load(out_dir / f"{split}.counts.npy")
