@@ -2,8 +2,11 @@
 
     spans.py      T5's span arithmetic: lengths, noise mask, sentinels (ported from t5/data/preprocessors.py)
     corpora.py    the embedded docstring corpus, local text files, C4 -> train / held-out JSON lines in the cache
-    tokenizer.py  SentencePiece with T5's ids, trained on the training split; token streams via datasets.map
+    tokenizer.py  SentencePiece with T5's ids, trained on the training split or an existing model used as is
+    shards.py     token streams written once as fixed-width shards (in parallel, resumably) and memory-mapped
+    prepared.py   corpus -> tokenizer -> shards, once per cache entry (a lock: one builder, the others wait)
     pretrain.py   PretrainData: packed chunks -> (input_ids, labels) by a global example index
+    images.py     the MLP comparison's image sets
 
 Everything written to the cache goes to a temporary path first and is renamed into place (glu_study.files), so
 a killed process never leaves a half-written entry that a later run would trust.
