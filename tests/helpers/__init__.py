@@ -63,3 +63,14 @@ def cells(table: str, *first: str) -> list[str]:
 def numbers(cell: str) -> list[float]:
     """The signed decimal numbers in a table cell or a sentence, in order."""
     return [float(x) for x in re.findall(r"[+-]?\d+\.\d+(?:e-?\d+)?", cell)]
+
+
+# Trainer settings added after a committed study was run; they do not change the maths (the resume comparison
+# ignores them too), so the study's records predate them and the preset's default stands for them.
+ADDED_SINCE = {"dist_timeout_min"}
+
+
+def assert_trained_by(recorded: dict, preset: dict) -> None:
+    """A committed run's trainer settings are the preset's (except settings added since, at their defaults)."""
+    assert set(preset) - set(recorded) <= ADDED_SINCE, set(preset) - set(recorded)
+    assert recorded == {k: v for k, v in preset.items() if k in recorded}
