@@ -157,6 +157,7 @@ def test_bad_custom_names_are_refused(user_module, overrides, fragment):
     assert set(VARIANTS) == set(BUILT_IN_VARIANTS)  # nothing registered
 
 
+@pytest.mark.slow
 def test_bad_custom_name_through_the_cli_is_one_line_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     r = run_cli(
@@ -168,6 +169,7 @@ def test_bad_custom_name_through_the_cli_is_one_line_and_writes_nothing(tmp_path
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_through_the_cli(tmp_path, monkeypatch):
     """The README's "Add your own FFN": its module written out as a user would, its command for a few steps."""
     readme = (ROOT / "README.md").read_text()

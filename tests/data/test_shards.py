@@ -117,6 +117,7 @@ def c4_overrides(en: Path, cache: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_two_prepares_started_together_build_once_and_both_succeed(tmp_path):
     en = write_c4_layout(tmp_path / "c4")
     args = [sys.executable, "-m", "glu_study.prepare", *c4_overrides(en, tmp_path / "cache")]
@@ -136,6 +137,7 @@ def test_two_prepares_started_together_build_once_and_both_succeed(tmp_path):
     assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_a_run_trains_from_the_prepared_c4_shards(tmp_path):
     en = write_c4_layout(tmp_path / "c4")
     cfg = compose([*TINY[1:], *c4_overrides(en, tmp_path / "cache")])

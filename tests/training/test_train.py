@@ -300,6 +300,7 @@ def test_wandb_offline_run_read_back_by_wandb_tooling(tmp_path):
     assert s["config"]["derived"]["corpus_fingerprint"] == summary["corpus_fingerprint"]
 
 
+@pytest.mark.slow
 def test_first_run_ends_with_where_to_look_next(tmp_path):
     """What `make train` prints last (through the CLI, as a newcomer sees it): the figure, its floor, the run
     directory and the commands that open it."""
