@@ -3,8 +3,9 @@
 
 `check_overrides()` composes the config from the command line as Hydra is about to, so a mistake Hydra would
 report in its own way (an empty `ffn=`, `seed=abc`, a mistyped key) is one `error:` line and exit 2 instead.
-`guarded()` runs a command's body under glu_study.errors.cli_exit_codes. In a `-m` sweep a failed job must not end
-the sweep, so there it returns a `JobFailure` instead of exiting; `SweepReport` (a Hydra callback, conf/config.yaml)
+`guarded()` runs a command's body under glu_study.errors.cli_exit_codes. In a `-m` sweep a failed job (exit 2 or 3)
+must not end the sweep, so there it returns a `JobFailure` instead of exiting (any other exit, such as submitit's
+requeue after a time-out, stays an exit); `SweepReport` (a Hydra callback, conf/config.yaml)
 counts them and makes the sweep's exit status the number of failed jobs. `RunDirCheck` refuses a run directory that
 is a file or cannot be written before Hydra creates it (Hydra makes the directory before any of our code runs).
 """
@@ -23,7 +24,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from glu_study.errors import EXIT_BAD_INPUT, cli_exit_codes
+from glu_study.errors import EXIT_BAD_INPUT, EXIT_NONFINITE, cli_exit_codes
 
 
 @dataclass
@@ -59,8 +60,10 @@ def guarded(body: Callable[[], Any], cleanup: Callable[[], None] = lambda: None)
         with cli_exit_codes(cleanup):
             return body()
     except SystemExit as e:
-        if e.code in (0, None) or not in_sweep():
-            raise  # pre-emption (SIGTERM) stops a whole sweep: its jobs resume when it is submitted again
+        if e.code not in (EXIT_BAD_INPUT, EXIT_NONFINITE) or not in_sweep():
+            # Not a failure of ours: pre-emption (exit 0) stops a whole local sweep, whose jobs resume when it
+            # is run again; under submitit a requeue exits with submitit's own status, and must stay an exit.
+            raise
         return JobFailure(int(e.code))
 
 

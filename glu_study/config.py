@@ -102,7 +102,9 @@ class LoopSettings:
     max_steps: int = 1000
     batch_size: int = 32  # per optimizer step, across all ranks and accumulation micro-steps
     grad_accum: int = 1
-    optimizer: str = "adafactor"  # adafactor | adamw
+    optimizer: str = (
+        "adafactor"  # adafactor (transformers') | adafactor_device (the same, no host syncs) | adamw
+    )
     lr: float = 1.0  # multiplies the schedule; rsqrt with lr 1.0 gives T5's 0.01 plateau at 10k warmup
     schedule: str = "rsqrt"  # rsqrt | cosine | constant
     warmup_steps: int = 10_000
@@ -120,7 +122,10 @@ class LoopSettings:
 
 @dataclass
 class TrainerConfig(LoopSettings):
-    compile: bool = False
+    compile: bool = False  # torch.compile the forward pass (trainer=gpu); numerics differ from eager at ~1e-6
+    # Worker processes that build the next steps' batches while the current one runs (glu_study.data.loader);
+    # 0 builds them in the training process. The batches are the same either way.
+    loader_workers: int = 0
     # torchrun: how long a rank waits in a collective for the others. Ranks prepare their data before the first
     # collective (one builds, the others wait on the cache's lock), so this need not cover a cold build, but a
     # generous value keeps a slow shared file system from failing a job.
@@ -228,7 +233,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "config", con
 # The choices the training loop understands; pretraining (`trainer.*`) and fine-tuning (`finetune.*`) share them.
 SETTING_CHOICES = {
     "precision": ("fp32", "bf16"),
-    "optimizer": ("adafactor", "adamw"),
+    "optimizer": ("adafactor", "adafactor_device", "adamw"),
     "schedule": ("rsqrt", "cosine", "constant"),
     "device": ("auto", "cpu", "cuda"),
 }
@@ -292,7 +297,7 @@ def check_logger(logger) -> None:
 
 
 def check_trainer(trainer) -> None:
-    check_settings(trainer, "trainer", {"dist_timeout_min": (1, True)})
+    check_settings(trainer, "trainer", {"dist_timeout_min": (1, True), "loader_workers": (0, True)})
 
 
 def check_data(data) -> None:

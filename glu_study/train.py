@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from glu_study.cli import check_overrides, guarded
 from glu_study.config import check_data, check_model, check_trainer
 from glu_study.data import PretrainData
+from glu_study.data.loader import StepBatches, step_loader
 from glu_study.errors import ConfigError, DataError
 from glu_study.ffn import Variant, check_variant_config
 from glu_study.model import build_model, count_parameters, param_counts
@@ -110,13 +111,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     fwd = forward_module(model, device, info, compile=trainer.compile)
     tokens_per_step = trainer.batch_size * (data.info.inputs_length + data.targets_length)
+    upcoming = iter(batches_from(data, state, cfg, per_rank, info, pin_memory=device.type == "cuda"))
 
     def train_step() -> tuple[torch.Tensor, int]:
-        start = state.data_position
-        micro_batches = (
-            data.train_batch(start + (m * info.world_size + info.rank) * per_rank, per_rank, cfg.seed)
-            for m in range(trainer.grad_accum)
-        )
+        position, micro_batches = next(upcoming)
+        assert position == state.data_position, (position, state.data_position)  # the loader keeps step
         state.data_position += trainer.batch_size
         loss = optimizer_step(fwd, model, optimizer, schedule, micro_batches, trainer, device)
         return loss, tokens_per_step
@@ -131,6 +130,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         publish(run_dir, model, data, tracker, summary)
     finish_distributed(info)
     return summary
+
+
+def batches_from(data: PretrainData, state: PretrainState, cfg, per_rank: int, info: DistInfo, *, pin_memory):
+    """This rank's batches of the remaining steps, built ahead by `trainer.loader_workers` processes."""
+    t = cfg.trainer
+    batches = StepBatches(data, cfg.seed, per_rank, t.grad_accum, info.world_size, info.rank)
+    remaining = t.max_steps - state.step
+    return step_loader(
+        batches, state.data_position, remaining, t.batch_size, workers=t.loader_workers, pin_memory=pin_memory
+    )
 
 
 def check_passes(data: PretrainData, trainer) -> None:

@@ -3,7 +3,8 @@
 `TrainLoop.run()` reads top to bottom: for each step, the command's own `train_step()` (one optimizer step,
 returning its loss still on the device) -> every `log_every` steps one host synchronisation to log the mean loss,
 with the non-finite check -> every `eval_every` steps the command's `evaluate()` -> every `checkpoint_every` steps
-a checkpoint -> on SIGTERM (pre-emption) a checkpoint and exit 0, so that the same command resumes.
+a checkpoint -> on SIGTERM or SIGUSR2 (pre-emption, a SLURM time-out warning) a checkpoint at the end of the step,
+then exit 0 so that the same command resumes — or, under submitit, submitit's own requeue (`StopSignals`).
 """
 
 from __future__ import annotations
@@ -78,19 +79,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class StopOnSigterm:
-    """While active, SIGTERM (pre-emption) only sets `requested`; the loop checkpoints and exits at step end."""
+class StopSignals:
+    """While active, SIGTERM and SIGUSR2 only set `requested`; the loop finishes the step, checkpoints, and then
+    calls `hand_over()`.
+
+    SIGUSR2 is what SLURM sends `signal_delay_s` before a time-out (and on pre-emption where the cluster sends the
+    user signal); submitit installs its own SIGUSR2 handler, which requeues the job and exits at once — from inside
+    whatever step is running, so the step's work since the last periodic checkpoint would be lost. We hold the
+    signal until the step ends and the checkpoint is on disk, then call submitit's handler ourselves
+    (`hand_over`): it requeues the job (or, past `max_num_timeout` time-outs, raises its UncompletedJobError) and
+    exits, and the requeued job resumes from our checkpoint. Without submitit, or on SIGTERM, the run exits 0 and
+    the same command resumes it.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
     def __enter__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.requested, self.received = False, None
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
         self.requested = True
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def hand_over(self) -> None:
+        """After the checkpoint: submitit's requeue for SIGUSR2 when submitit is in charge, else exit 0."""
+        requeue = self._previous[signal.SIGUSR2]
+        self.__exit__()
+        if self.received == "SIGUSR2" and callable(requeue):
+            requeue(signal.SIGUSR2, None)  # submitit: requeues and exits (a non-zero status that is not ours)
+        raise SystemExit(0)
 
 
 class LossWindow:
@@ -156,7 +179,7 @@ class TrainLoop:
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        with StopOnSigterm() as stop, bar:
+        with StopSignals() as stop, bar:
             while state.step < s.max_steps:
                 loss, tokens = train_step()
                 state.step += 1
@@ -169,7 +192,7 @@ class TrainLoop:
                 if self.due(s.checkpoint_every):
                     self.checkpointer.save(f"step_{state.step}", s.keep_checkpoints)
                 if state.step < s.max_steps and self.stop_requested(stop):
-                    self.preempt()
+                    self.preempt(stop)
 
     def log_window(self, window: LossWindow, bar) -> None:
         step = self.state.step
@@ -185,15 +208,17 @@ class TrainLoop:
         self.tracker.log(step, {"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tokens_per_s})
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
 
-    def stop_requested(self, stop: StopOnSigterm) -> bool:
+    def stop_requested(self, stop: StopSignals) -> bool:
         if self.info.world_size > 1 and self.state.step % self.settings.log_every:
             return False
         return any_rank(stop.requested, self.device, self.info)
 
-    def preempt(self) -> None:
+    def preempt(self, stop: StopSignals) -> None:
         step = self.state.step
         self.checkpointer.save(f"step_{step}", self.settings.keep_checkpoints)
         if self.info.is_main:
-            print(f"\nSIGTERM: checkpoint saved at step {step}; run the same command to resume")
+            print(
+                f"\n{stop.received or 'stop'}: checkpoint saved at step {step}; run the same command to resume"
+            )
         self.tracker.finish(exit_code=0, preempted=True)
-        raise SystemExit(0)
+        stop.hand_over()

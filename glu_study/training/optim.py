@@ -1,7 +1,8 @@
 """The optimizer, the learning-rate schedule and one optimizer step, shared by pretraining and fine-tuning.
 
 Optimizers and schedules come from the libraries (transformers' Adafactor, torch's AdamW, transformers'
-schedules); only the paper's rsqrt shape is a few lines of ours, wrapped in torch's LambdaLR.
+schedules); only the paper's rsqrt shape is a few lines of ours, wrapped in torch's LambdaLR, and the GPU preset's
+Adafactor without host synchronisation (glu_study.training.adafactor: no library has one).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def make_optimizer(model: torch.nn.Module, settings) -> torch.optim.Optimizer:
             warmup_init=False,
             weight_decay=settings.weight_decay,
         )
+    if settings.optimizer == "adafactor_device":
+        from glu_study.training.adafactor import DeviceAdafactor
+
+        # The same algorithm with its per-tensor scalars kept on the device (no host sync per parameter).
+        return DeviceAdafactor(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     return torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True
     )

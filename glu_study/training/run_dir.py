@@ -128,7 +128,7 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 # Settings that may change between a run and its resumption (they do not change the maths), in either command's
 # loop settings (`trainer.*`, `finetune.*`); and what is not compared at all.
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_threads"}
-RESUMABLE_CHANGES |= {"eval_batch_size", "dist_timeout_min"}
+RESUMABLE_CHANGES |= {"eval_batch_size", "dist_timeout_min", "loader_workers"}
 NOT_COMPARED = {
     "logger",
     "name",
