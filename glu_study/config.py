@@ -215,15 +215,24 @@ ConfigStore.instance().store(name="config_schema", node=Config)
 ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "config", config_dir: Path | None = None):
-    """Compose the real conf tree outside a Hydra app (tests, scripts); `finetune` reads conf_finetune/."""
+def compose(
+    overrides: list[str] | None = None,
+    config_name: str = "config",
+    config_dir: Path | None = None,
+    *,
+    with_hydra: bool = False,
+):
+    """Compose the real conf tree outside a Hydra app (tests, scripts); `finetune` reads conf_finetune/.
+    `with_hydra` keeps the `hydra` node (a preset's sweep is `hydra.sweeper.params`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     if config_dir is None:
         config_dir = FINETUNE_CONF_DIR if config_name == "finetune" else CONF_DIR
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
+        return hydra_compose(
+            config_name=config_name, overrides=overrides or [], return_hydra_config=with_hydra
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------

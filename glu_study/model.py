@@ -137,6 +137,14 @@ def param_counts(
     }
 
 
+def training_flops_per_example(shapes: dict, inputs_length: int, targets_length: int) -> int:
+    """Training FLOPs of one example from param_counts' shapes: 3 x the forward pass (backward is ~2x forward)."""
+    forward = (
+        shapes["flops_per_input_token"] * inputs_length + shapes["flops_per_target_token"] * targets_length
+    )
+    return 3 * forward
+
+
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     """Counted on a built model (tied weights once)."""
     total = sum(p.numel() for p in model.parameters())

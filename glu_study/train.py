@@ -3,7 +3,7 @@
 Read top to bottom in `train()`: check the settings -> build data and model -> resume from the newest complete
 checkpoint if the run directory has one -> the untrained model's held-out figure -> the shared step loop
 (glu_study.training.loop: log, evaluate held-out log-perplexity every `eval_every`, checkpoint every
-`checkpoint_every`, SIGTERM) -> final evaluation, Hugging Face export in <run_dir>/model, summary.json.
+`checkpoint_every`, SIGTERM or SIGUSR2) -> final evaluation, Hugging Face export in <run_dir>/model, summary.json.
 
 Resume is exact: the model, optimizer, schedule, RNG states and the data position (a single example counter, see
 glu_study.data.PretrainData) are all in the checkpoint, and nothing else carries state, so a killed-and-resumed

@@ -25,7 +25,8 @@ from transformers import T5ForConditionalGeneration
 from glu_study.config import ROOT, compose
 from glu_study.data import EOS_ID, PretrainData
 from glu_study.ffn import check_variant_config
-from glu_study.model import build_model, param_counts, t5_config
+from glu_study.model import build_model, param_counts, t5_config, training_flops_per_example
+from glu_study.reporting.readme import marked_block
 from glu_study.training.loop import device_kind, setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
 
@@ -227,6 +228,19 @@ def time_rounds(loops: dict, steps: int, rounds: int, device) -> tuple[dict, dic
     return seconds, peaks
 
 
+def table_rows(rows, device, peak_tflops: float) -> list[str]:
+    """The loops' table; on CUDA with an MFU column against the GPU's nominal dense bf16 peak (--peak-tflops)."""
+    mfu = device.type == "cuda"
+    head = "| loop | tokens/s | GFLOP/s | % fp32 peak | % bf16 peak | peak memory (MiB) |" + (
+        " MFU |" if mfu else ""
+    )
+    out = [head, "|---|---:|---:|---:|---:|---:|" + ("---:|" if mfu else "")]
+    for n, tok, g, p32, p16, mem in rows:
+        cell = f" {100 * g / (peak_tflops * 1e3):.1f}% |" if mfu else ""
+        out.append(f"| {n} | {tok:,.0f} | {g:,.1f} | {p32:.1f}% | {p16:.1f}% | {mem:,.0f} |{cell}")
+    return out
+
+
 def bench_model(model_name: str, args, device: torch.device, peak32: float, peak16: float) -> list[str]:
     cfg = study_config(model_name, args)
     t = cfg.trainer
@@ -234,10 +248,7 @@ def bench_model(model_name: str, args, device: torch.device, peak32: float, peak
     variant = check_variant_config(cfg.ffn)
     B, inputs_length, steps = t.batch_size, cfg.data.inputs_length, args.steps or DEFAULT_STEPS[model_name]
     shapes = param_counts(cfg.model, variant, data.vocab_size, inputs_length, data.targets_length)
-    train_flops_per_example = 3 * (
-        shapes["flops_per_input_token"] * inputs_length
-        + shapes["flops_per_target_token"] * data.targets_length
-    )
+    train_flops_per_example = training_flops_per_example(shapes, inputs_length, data.targets_length)
     timing = {"data": 0.0}
     loops = {"baseline": baseline_loop(cfg, data, device), "study": ours_loop(cfg, data, device, timing)}
     for fn in loops.values():
@@ -264,18 +275,81 @@ def bench_model(model_name: str, args, device: torch.device, peak32: float, peak
         f"(3 x forward); {args.rounds} rounds x {steps} timed steps per loop, interleaved",
         "- baseline: HF T5 of the same shape, per-batch numpy span collator, AdamW, fp32, loss.item() every step",
         "",
-        "| loop | tokens/s | GFLOP/s | % fp32 peak | % bf16 peak | peak memory (MiB) |",
-        "|---|---:|---:|---:|---:|---:|",
-        *[
-            f"| {n} | {tok:,.0f} | {g:,.1f} | {p32:.1f}% | {p16:.1f}% | {mem:,.0f} |"
-            for n, tok, g, p32, p16, mem in rows
-        ],
+        *table_rows(rows, device, args.peak_tflops),
         "",
         f"Speed-up of the study configuration over the baseline on {model_name}: **{ratio:.2f}x**. "
         f"The data pipeline (span corruption + collation of each batch) takes "
         f"**{100 * timing['data'] / seconds['study']:.1f}%** of the study's step time.",
         "",
     ]
+
+
+# --- the GPU budget on paper: FLOPs from the shapes, step time at an assumed MFU -----------------------------
+
+H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM figure for dense bf16 tensor-core math (no sparsity)
+BUDGET_MFU = (0.15, 0.30, 0.40)
+
+
+def preset_runs(experiment: str) -> tuple[object, list[str], int]:
+    """A preset's config, its sweep's FFN variants and the number of seeds each runs."""
+    cfg = compose([f"experiment={experiment}"], with_hydra=True)
+    params = cfg.hydra.sweeper.params
+    return cfg, str(params.ffn).split(","), len(str(params.seed).split(","))
+
+
+def step_flops(cfg, ffn: str) -> float:
+    """Training FLOPs of one optimizer step (3 x forward) of `cfg` with FFN `ffn`, from the shapes alone."""
+    from glu_study.data.spans import compute_input_and_target_lengths
+    from glu_study.ffn import get_variant
+
+    d = cfg.data
+    _, targets = compute_input_and_target_lengths(d.inputs_length, d.noise_density, d.mean_noise_span_length)
+    shapes = param_counts(cfg.model, get_variant(ffn), d.vocab_size + d.extra_ids, d.inputs_length, targets)
+    return training_flops_per_example(shapes, d.inputs_length, targets) * cfg.trainer.batch_size
+
+
+def gpu_budget(experiments=("table1_paper", "table1_paper_long")) -> list[str]:
+    """Step time and GPU hours of the paper presets on one H100 at 15, 30 and 40% MFU (nothing measured)."""
+    lines = [
+        "## GPU budget on paper",
+        "",
+        f"FLOPs from the model's shapes (glu_study.model.param_counts: 2 per multiply-add, training = 3 x forward), "
+        f"at an assumed share (MFU) of one H100's {H100_BF16_DENSE_TFLOPS:,.0f} TFLOP/s dense bf16; evaluation, "
+        "checkpoints and start-up are not counted. Examples per second is what the data loader must supply.",
+        "",
+        "| preset | runs | steps | TFLOP per step (ReLU) | MFU | s per step | examples/s | GPU hours per run | GPU hours, all runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    longest = 0.0  # hours of the longest single run
+    for experiment in experiments:
+        cfg, ffns, seeds = preset_runs(experiment)
+        steps, batch = cfg.trainer.max_steps, cfg.trainer.batch_size
+        flops = {f: step_flops(cfg, f) for f in ffns}
+        for mfu in BUDGET_MFU:
+            rate = mfu * H100_BF16_DENSE_TFLOPS * 1e12
+            per_run = [steps * flops[f] / rate / 3600 for f in ffns]
+            step_s = flops["relu"] / rate
+            longest = max(longest, *per_run)
+            lines.append(
+                f"| `{experiment}` | {len(ffns) * seeds} | {steps:,} | {flops['relu'] / 1e12:.1f} | {mfu:.0%} | "
+                f"{step_s:.3f} | {batch / step_s:,.0f} | {per_run[0]:,.1f} | {seeds * sum(per_run):,.0f} |"
+            )
+    timeout_h = compose(["hydra/launcher=slurm"], with_hydra=True).hydra.launcher.timeout_min / 60
+    lines += [
+        "",
+        f"The SLURM preset's jobs run {timeout_h:g} h (conf/hydra/launcher/slurm.yaml); the longest run above takes "
+        f"{longest:,.1f} h"
+        + (
+            ", so it relies on the time-out requeue (checkpoint at SIGUSR2, resume)."
+            if longest > timeout_h
+            else "."
+        ),
+        "",
+        "Measure the real MFU before a sweep: `python scripts/benchmark.py t5_base --experiment table1_paper "
+        "--device cuda` prints it (MFU column) for the preset's own step.",
+        "",
+    ]
+    return lines
 
 
 def main() -> None:
@@ -290,6 +364,12 @@ def main() -> None:
     p.add_argument("--ffn", default="relu")
     p.add_argument("--ours", nargs="*", default=[], help="extra Hydra overrides for the study configuration")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf.md")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=H100_BF16_DENSE_TFLOPS,
+        help="the GPU's nominal dense bf16 TFLOP/s, for the MFU column on CUDA (default: H100 SXM)",
+    )
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -320,6 +400,9 @@ def main() -> None:
             "",
             "GPU figures (bf16 MFU at t5_base shape): not measured — no GPU was available to this run.",
         ]
+    lines += ["", *gpu_budget()]
+    # scripts/bench_data.py's section (the data pipeline) is its own, regenerated by it: kept as it is.
+    lines += ["", marked_block(args.out, "bench_data")]
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

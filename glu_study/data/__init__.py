@@ -6,6 +6,7 @@
     shards.py     token streams written once as fixed-width shards (in parallel, resumably) and memory-mapped
     prepared.py   corpus -> tokenizer -> shards, once per cache entry (a lock: one builder, the others wait)
     pretrain.py   PretrainData: packed chunks -> (input_ids, labels) by a global example index
+    loader.py     a DataLoader over those indices: batches built ahead of the step, in worker processes
     images.py     the MLP comparison's image sets
 
 Everything written to the cache goes to a temporary path first and is renamed into place (glu_study.files), so

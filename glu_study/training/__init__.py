@@ -1,7 +1,8 @@
 """Training machinery shared by the commands (train, finetune, evaluate) and the benchmark scripts.
 
-loop.py         the step loop: logging with the non-finite check, eval/checkpoint intervals, SIGTERM
+loop.py         the step loop: logging with the non-finite check, eval/checkpoint intervals, SIGTERM/SIGUSR2
 optim.py        optimizer, learning-rate schedule, one optimizer step (grad accumulation, bf16 autocast)
+adafactor.py    the paper's Adafactor without host synchronisation in its step (trainer=gpu)
 checkpoints.py  complete-or-absent checkpoints and exact resume
 distributed.py  torchrun ranks and the two collectives the loop needs
 tracking.py     metrics.jsonl + Weights & Biases

@@ -36,13 +36,9 @@ def run_cli(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
 
 def preset_sweep(experiment: str) -> dict[str, list[str]]:
     """The preset's sweep (hydra.sweeper.params): what `-m experiment=<name>` expands to."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from glu_study.config import compose
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        full = hydra_compose(
-            config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True
-        )
+    full = compose([f"experiment={experiment}"], with_hydra=True)
     return {k: str(v).split(",") for k, v in full.hydra.sweeper.params.items()}
 
 

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 
-from glu_study.config import CONF_DIR
+from glu_study.config import compose
 from glu_study.training.run_dir import read_metrics
 from tests.helpers import ROOT, TINY, run_cli
 
@@ -66,13 +64,11 @@ def test_torchrun_two_ranks_matches_one_process(tmp_path):
 
 
 def test_slurm_launcher_config_composes():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(
-            config_name="config",
-            overrides=["hydra/launcher=slurm", "experiment=table1_paper"],
-            return_hydra_config=True,
-        )
+    cfg = compose(["hydra/launcher=slurm", "experiment=table1_paper"], with_hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)
     assert launcher.timeout_min > 0 and cfg.hydra.sweeper.params.ffn.count(",") == 7
+    # the time-out protocol is explicit: SIGUSR2 120 s before the end, requeues allowed (StopSignals hands over)
+    assert launcher.signal_delay_s == 120 and launcher.max_num_timeout >= 1
+    assert cfg.trainer.optimizer == "adafactor_device" and cfg.trainer.compile  # the GPU preset's, kept

@@ -146,7 +146,9 @@ def test_a_time_out_under_submitit_checkpoints_requeues_and_resumes_exactly(tmp_
     _wait_for(lambda: list_checkpoints(run_dir) and list_checkpoints(run_dir)[-1][0] >= 8, driver)
     tasks = _submitit_tasks(sweep_dir)
     assert len(tasks) == 1, tasks
-    os.kill(tasks[0], signal.SIGUSR2)  # what the local executor (like SLURM) sends signal_delay_s before the end
+    os.kill(
+        tasks[0], signal.SIGUSR2
+    )  # what the local executor (like SLURM) sends signal_delay_s before the end
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err
     logs = "".join(p.read_text() for p in sorted((sweep_dir / ".submitit").rglob("*_log.*")))
