@@ -29,6 +29,26 @@ OmegaConf.register_new_resolver("glu_study.conf_dir", lambda: CONF_DIR.as_posix(
 OmegaConf.register_new_resolver("glu_study.every", lambda steps, points: max(int(steps) // int(points), 1))
 
 
+def steps_for_ratio(ratio, *, _root_) -> int:
+    """`trainer.max_steps: ${glu_study.steps_for_ratio:26.5}`: the steps that show `ratio` tokens per
+    non-embedding parameter to this config's model at its batch and lengths (the paper's 65k column is ~26.5).
+    Counted for the baseline FFN_ReLU, so every variant of a sweep trains as long (compute-matched variants are
+    within 0.5% of its parameters)."""
+    from glu_study.data.spans import compute_input_and_target_lengths
+    from glu_study.ffn import get_variant
+    from glu_study.model import param_counts
+
+    d = _root_.data
+    _, targets = compute_input_and_target_lengths(d.inputs_length, d.noise_density, d.mean_noise_span_length)
+    non_embedding = param_counts(_root_.model, get_variant("relu"), 1, d.inputs_length, targets)[
+        "non_embedding_params"
+    ]
+    return round(float(ratio) * non_embedding / (_root_.trainer.batch_size * (d.inputs_length + targets)))
+
+
+OmegaConf.register_new_resolver("glu_study.steps_for_ratio", steps_for_ratio, replace=True)
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
