@@ -65,6 +65,18 @@ class ModelConfig:
     initializer_factor: float = 1.0
 
 
+def load_model_sizes() -> dict[str, ModelConfig]:
+    """The model sizes of conf/model/*.yaml, validated against the schema (one source of truth)."""
+    sizes = {}
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        node = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
+        sizes[path.stem] = OmegaConf.to_object(node)
+    return sizes
+
+
+MODEL_SIZES: dict[str, ModelConfig] = load_model_sizes()
+
+
 @dataclass
 class FFNConfig:
     name: str = MISSING

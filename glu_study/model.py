@@ -9,23 +9,9 @@ arithmetic on its shapes, so parameter counts and FLOPs can be had for t5_base w
 from __future__ import annotations
 
 import torch
-from omegaconf import OmegaConf
 from transformers import T5Config, T5ForConditionalGeneration
 
-from glu_study.config import CONF_DIR, ModelConfig
 from glu_study.ffn import Variant
-
-
-def _load_model_sizes() -> dict[str, ModelConfig]:
-    """The model sizes of conf/model/*.yaml, validated against the schema (one source of truth)."""
-    sizes = {}
-    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
-        node = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
-        sizes[path.stem] = OmegaConf.to_object(node)
-    return sizes
-
-
-MODEL_SIZES: dict[str, ModelConfig] = _load_model_sizes()
 
 
 def t5_config(model_cfg, variant: Variant, vocab_size: int) -> T5Config:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
-from glu_study.config import compose
+from glu_study.config import MODEL_SIZES, compose
 from glu_study.errors import ConfigError
 from glu_study.ffn import BUILT_IN_VARIANTS, VARIANTS, check_variant_config, get_variant
-from glu_study.model import MODEL_SIZES, build_model, from_pretrained, param_counts
+from glu_study.model import build_model, from_pretrained, param_counts
 from tests.helpers import ROOT, TINY, run_cli
 
 SIZE = MODEL_SIZES["t5_nano"]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from transformers import T5ForConditionalGeneration
 
-from glu_study.config import CONF_DIR
+from glu_study.config import CONF_DIR, MODEL_SIZES
 from glu_study.errors import UnknownVariantError
 from glu_study.ffn import (
     BUILT_IN_VARIANTS,
@@ -22,7 +22,7 @@ from glu_study.ffn import (
     activation_fn,
     get_variant,
 )
-from glu_study.model import MODEL_SIZES, build_model, count_parameters, param_counts
+from glu_study.model import build_model, count_parameters, param_counts
 from tests.helpers import run_cli
 
 TINY = MODEL_SIZES["t5_tiny"]

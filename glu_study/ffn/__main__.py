@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from glu_study.config import MODEL_SIZES
 from glu_study.ffn.variants import PAPER_VARIANTS, VARIANTS, get_variant
-from glu_study.model import MODEL_SIZES, param_counts
+from glu_study.model import param_counts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from glu_study.config import MODEL_SIZES
 from glu_study.ffn import get_variant
-from glu_study.model import MODEL_SIZES, param_counts
+from glu_study.model import param_counts
 from glu_study.reporting.figures import plot_gaps, plot_scaling
 from glu_study.reporting.records import RunRecord, unigram_floor
 from glu_study.reporting.table1 import (

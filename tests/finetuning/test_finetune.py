@@ -119,6 +119,7 @@ def test_resume_is_exact(pretrained):
         finetune(changed, out)
 
 
+@pytest.mark.slow
 def test_multirun_one_record_directory_per_task(pretrained, tmp_path):
     run_dir, data = pretrained
     r = run_cli(

@@ -74,6 +74,7 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(tmp_
     )  # steps 4-6 redone
 
 
+@pytest.mark.slow
 def test_evaluate_falls_back_to_the_export_when_no_checkpoint_loads(tmp_path):
     run_dir = tmp_path / "run"
     assert train(run_dir).returncode == 0
