@@ -104,6 +104,7 @@ def help_groups(command: str, cwd) -> dict[str, set[str]]:
     return {group: set(options.split(", ")) for group, options in lines}
 
 
+@pytest.mark.slow
 def test_each_command_lists_only_the_groups_it_can_use(tmp_path):
     # From another directory: the fine-tuning tree finds the shared logger group by an absolute search path.
     train = help_groups("glu_study.train", tmp_path)

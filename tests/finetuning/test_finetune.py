@@ -225,6 +225,7 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, override, messa
     assert message in str(e.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_one_error_nonzero_exit_nothing_written(pretrained, tmp_path):
     run_dir, data = pretrained
     before = (

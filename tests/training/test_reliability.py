@@ -118,6 +118,7 @@ def test_wandb_online_without_a_server_is_refused_up_front(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_wandb_auto_without_a_server_logs_offline(tmp_path):
     env = {**os.environ, **UNREACHABLE}
     result = train(tmp_path / "run", "logger=wandb", "logger.timeout_s=2", env=env)
