@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from glu_study.ffn import Variant
+from glu_study.ffn import Variant, get_variant
 
 
 def t5_config(model_cfg, variant: Variant, vocab_size: int) -> T5Config:
@@ -129,6 +129,17 @@ def training_flops_per_example(shapes: dict, inputs_length: int, targets_length:
         shapes["flops_per_input_token"] * inputs_length + shapes["flops_per_target_token"] * targets_length
     )
     return 3 * forward
+
+
+def training_flops_per_step(cfg, ffn: str = "relu") -> float:
+    """Training FLOPs of one optimizer step of a composed config (its model, data lengths and batch) with FFN
+    `ffn`, from the shapes alone: what the GPU budget and the data benchmark measure against."""
+    from glu_study.data.spans import compute_input_and_target_lengths
+
+    d = cfg.data
+    _, targets = compute_input_and_target_lengths(d.inputs_length, d.noise_density, d.mean_noise_span_length)
+    shapes = param_counts(cfg.model, get_variant(ffn), d.vocab_size + d.extra_ids, d.inputs_length, targets)
+    return training_flops_per_example(shapes, d.inputs_length, targets) * cfg.trainer.batch_size
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

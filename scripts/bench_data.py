@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from glu_study.config import ROOT, compose
-from glu_study.data import PretrainData, compute_input_and_target_lengths, random_spans_noise_mask
+from glu_study.data import PretrainData, random_spans_noise_mask
 from glu_study.data.loader import StepBatches, step_loader
 from glu_study.data.shards import build_split, open_split
-from glu_study.ffn import check_variant_config, get_variant
-from glu_study.model import build_model, param_counts, training_flops_per_example
+from glu_study.ffn import check_variant_config
+from glu_study.model import build_model, training_flops_per_step
 from glu_study.reporting.readme import update_readme
 from glu_study.training.optim import make_optimizer, make_schedule
 
@@ -91,13 +91,7 @@ def pipeline_vs_training(cfg, data: PretrainData) -> tuple[float, float, float]:
 def t5_base_consumption() -> float:
     """Examples/s T5-base (table1_paper's step) consumes on one H100 at 30% MFU."""
     cfg = compose(["experiment=table1_paper"])
-    d = cfg.data
-    _, targets = compute_input_and_target_lengths(d.inputs_length, d.noise_density, d.mean_noise_span_length)
-    shapes = param_counts(
-        cfg.model, get_variant("relu"), d.vocab_size + d.extra_ids, d.inputs_length, targets
-    )
-    flops = training_flops_per_example(shapes, d.inputs_length, targets)
-    return MFU * H100_BF16_DENSE_TFLOPS * 1e12 / flops
+    return MFU * H100_BF16_DENSE_TFLOPS * 1e12 / training_flops_per_step(cfg) * cfg.trainer.batch_size
 
 
 def loader_at_t5_base_shape(overrides: list[str], steps: int = 12) -> dict[int, tuple[float, float]]:

@@ -25,7 +25,13 @@ from transformers import T5ForConditionalGeneration
 from glu_study.config import ROOT, compose
 from glu_study.data import EOS_ID, PretrainData
 from glu_study.ffn import check_variant_config
-from glu_study.model import build_model, param_counts, t5_config, training_flops_per_example
+from glu_study.model import (
+    build_model,
+    param_counts,
+    t5_config,
+    training_flops_per_example,
+    training_flops_per_step,
+)
 from glu_study.reporting.readme import marked_block
 from glu_study.training.loop import device_kind, setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
@@ -297,17 +303,6 @@ def preset_runs(experiment: str) -> tuple[object, list[str], int]:
     return cfg, str(params.ffn).split(","), len(str(params.seed).split(","))
 
 
-def step_flops(cfg, ffn: str) -> float:
-    """Training FLOPs of one optimizer step (3 x forward) of `cfg` with FFN `ffn`, from the shapes alone."""
-    from glu_study.data.spans import compute_input_and_target_lengths
-    from glu_study.ffn import get_variant
-
-    d = cfg.data
-    _, targets = compute_input_and_target_lengths(d.inputs_length, d.noise_density, d.mean_noise_span_length)
-    shapes = param_counts(cfg.model, get_variant(ffn), d.vocab_size + d.extra_ids, d.inputs_length, targets)
-    return training_flops_per_example(shapes, d.inputs_length, targets) * cfg.trainer.batch_size
-
-
 def gpu_budget(experiments=("table1_paper", "table1_paper_long")) -> list[str]:
     """Step time and GPU hours of the paper presets on one H100 at 15, 30 and 40% MFU (nothing measured)."""
     lines = [
@@ -324,7 +319,7 @@ def gpu_budget(experiments=("table1_paper", "table1_paper_long")) -> list[str]:
     for experiment in experiments:
         cfg, ffns, seeds = preset_runs(experiment)
         steps, batch = cfg.trainer.max_steps, cfg.trainer.batch_size
-        flops = {f: step_flops(cfg, f) for f in ffns}
+        flops = {f: training_flops_per_step(cfg, f) for f in ffns}
         for mfu in BUDGET_MFU:
             rate = mfu * H100_BF16_DENSE_TFLOPS * 1e12
             per_run = [steps * flops[f] / rate / 3600 for f in ffns]

@@ -16,6 +16,7 @@ import numpy as np
 from glu_study.ffn import get_variant, paper_order
 from glu_study.reporting.figures import finish, pyplot
 from glu_study.reporting.records import RunRecord, unigram_floor
+from glu_study.reporting.table1 import regime_line
 
 
 def is_lr_check(records: list[RunRecord]) -> bool:
@@ -69,6 +70,10 @@ def lr_check_markdown(records: list[RunRecord], title: str, baseline: str = "rel
             ]
         w(f"| {p:g} | " + " | ".join(cells) + " |\n")
     lines = [*pick_lines(finals, baseline, basis), *lr_reading(finals, baseline)]
+    if baseline in finals:  # the rate the study trains at must put its baseline clearly under the floor
+        best, _ = baseline_pick(finals, baseline)
+        at_pick = [r for r in records if r.plateau == best]
+        lines.append(regime_line(at_pick, floor, label=f"Regime at the pick (test set, plateau {best:g})"))
     w("\n## Reading\n\n" + "\n".join(lines) + "\n")
     return out.getvalue()
 

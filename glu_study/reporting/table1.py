@@ -249,19 +249,19 @@ def training_length(records: list[RunRecord]) -> str:
     )
 
 
-def regime_line(records: list[RunRecord], floor: float | None) -> str:
+def regime_line(records: list[RunRecord], floor: float | None, label: str = "Regime") -> str:
     if floor is None:
         return (
-            "- Regime: these runs did not record the unigram floor of their held-out set, so whether the models "
+            f"- {label}: these runs did not record the unigram floor of their held-out set, so whether the models "
             "learned more than token frequencies is not shown here."
         )
     margin = baseline_margin(records, floor)
     if margin is None:
-        return f"- Regime: unigram floor of the held-out set {floor:.4f}; no FFN_ReLU runs."
+        return f"- {label}: unigram floor of the held-out set {floor:.4f}; no FFN_ReLU runs."
     base = [r.final for r in records if r.ffn == "relu"]
     ok = margin >= REGIME_MARGIN
     return (
-        f"- Regime: {training_length(records)}. A model that knows only the training split's token frequencies "
+        f"- {label}: {training_length(records)}. A model that knows only the training split's token frequencies "
         f"scores {floor:.4f} on this held-out set (the unigram floor). FFN_ReLU ends at "
         f"{min(base):.4f}–{max(base):.4f}, at least {margin:.3f} nats under it: "
         + (
