@@ -35,13 +35,14 @@ lint: install
 	$(VENV)/bin/ruff format --check glu_study tests scripts
 
 # Regenerate every committed study from the raw run records committed beside it (byte for byte), and its README
-# section.
+# section; and reports/perf.md from the benchmark scripts' raw measurements (reports/perf/*.json).
 STUDIES := table1_cpu_lr table1_cpu scaling_cpu table1_regime_lr table1_regime regime_curve scaling_regime
 report: install
 	@for s in $(STUDIES); do \
 	  if [ -d reports/$$s/runs ]; then $(PY) -m glu_study.report reports/$$s/runs --out reports/$$s --readme README.md || exit 1; \
 	  else echo "reports/$$s: no committed records"; fi; \
 	done
+	$(PY) -m glu_study.reporting.perf reports/perf --out reports/perf.md
 
 # The activation gallery and the quick MLP comparison (reports/figures, reports/mlp).
 figures: install

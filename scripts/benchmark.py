@@ -6,8 +6,9 @@
     the given model size, through the trainer's own `optimizer_step` on `PretrainData` batches; --ours adds overrides;
 (b) baseline: the nanoT5 / HF `run_t5_mlm_flax` recipe — HF T5, a per-batch numpy span-corruption collator,
     AdamW, fp32, `loss.item()` every step — on the same model shape, batch and lengths.
-The two alternate in rounds so drift in the machine's speed hits both. Prints tokens/s, their ratio, achieved
-GFLOP/s against this machine's measured fp32 and bf16 matmul peaks, and peak memory; writes reports/perf.md.
+The two alternate in rounds so drift in the machine's speed hits both. Saves the raw figures (seconds, peak bytes,
+this machine's measured fp32 and bf16 matmul peaks, the shapes) to reports/perf/benchmark.json and renders
+reports/perf.md from the records there (glu_study.reporting.perf: tokens/s, their ratio, GFLOP/s, % of peak).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from glu_study.model import (
     param_counts,
     t5_config,
     training_flops_per_example,
-    training_flops_per_step,
 )
-from glu_study.reporting.readme import marked_block
+from glu_study.reporting.perf import H100_BF16_DENSE_TFLOPS, save_record, write_perf
 from glu_study.training.loop import device_kind, setup_device
 from glu_study.training.optim import make_optimizer, make_schedule, optimizer_step
 
@@ -234,117 +234,40 @@ def time_rounds(loops: dict, steps: int, rounds: int, device) -> tuple[dict, dic
     return seconds, peaks
 
 
-def table_rows(rows, device, peak_tflops: float) -> list[str]:
-    """The loops' table; on CUDA with an MFU column against the GPU's nominal dense bf16 peak (--peak-tflops)."""
-    mfu = device.type == "cuda"
-    head = "| loop | tokens/s | GFLOP/s | % fp32 peak | % bf16 peak | peak memory (MiB) |" + (
-        " MFU |" if mfu else ""
-    )
-    out = [head, "|---|---:|---:|---:|---:|---:|" + ("---:|" if mfu else "")]
-    for n, tok, g, p32, p16, mem in rows:
-        cell = f" {100 * g / (peak_tflops * 1e3):.1f}% |" if mfu else ""
-        out.append(f"| {n} | {tok:,.0f} | {g:,.1f} | {p32:.1f}% | {p16:.1f}% | {mem:,.0f} |{cell}")
-    return out
-
-
-def bench_model(model_name: str, args, device: torch.device, peak32: float, peak16: float) -> list[str]:
+def bench_model(model_name: str, args, device: torch.device) -> dict:
+    """One model's raw figures: both loops' seconds and peak bytes over the same examples, and the shapes."""
     cfg = study_config(model_name, args)
     t = cfg.trainer
     data = PretrainData(cfg.data)
     variant = check_variant_config(cfg.ffn)
-    B, inputs_length, steps = t.batch_size, cfg.data.inputs_length, args.steps or DEFAULT_STEPS[model_name]
+    inputs_length, steps = cfg.data.inputs_length, args.steps or DEFAULT_STEPS[model_name]
     shapes = param_counts(cfg.model, variant, data.vocab_size, inputs_length, data.targets_length)
-    train_flops_per_example = training_flops_per_example(shapes, inputs_length, data.targets_length)
     timing = {"data": 0.0}
     loops = {"baseline": baseline_loop(cfg, data, device), "study": ours_loop(cfg, data, device, timing)}
     for fn in loops.values():
         fn(6 if t.compile else 2)  # warm-up (and compilation)
     timing["data"] = 0.0
     seconds, peaks = time_rounds(loops, steps, args.rounds, device)
-
-    n_examples = args.rounds * steps * B
-    rows = []
-    for name in loops:
-        ex_s = n_examples / seconds[name]
-        gflops = ex_s * train_flops_per_example / 1e9
-        tok_s = ex_s * (inputs_length + data.targets_length)
-        rows.append((name, tok_s, gflops, 100 * gflops / peak32, 100 * gflops / peak16, peaks[name] / 2**20))
-    ratio = rows[1][1] / rows[0][1]
-    return [
-        f"## {model_name}",
-        "",
-        f"- study configuration: `experiment={args.experiment} model={model_name} ffn={args.ffn}"
-        + "".join(f" {o}" for o in args.ours)
-        + f"`: {t.optimizer}, {t.schedule} schedule, {t.precision}, compile={t.compile}, batch {B}, "
-        f"{inputs_length} input + {data.targets_length} target tokens ({data.raw_length} raw)",
-        f"- model: {shapes['params']:,} parameters; {train_flops_per_example / 1e9:.3f} training GFLOP per example "
-        f"(3 x forward); {args.rounds} rounds x {steps} timed steps per loop, interleaved",
-        "- baseline: HF T5 of the same shape, per-batch numpy span collator, AdamW, fp32, loss.item() every step",
-        "",
-        *table_rows(rows, device, args.peak_tflops),
-        "",
-        f"Speed-up of the study configuration over the baseline on {model_name}: **{ratio:.2f}x**. "
-        f"The data pipeline (span corruption + collation of each batch) takes "
-        f"**{100 * timing['data'] / seconds['study']:.1f}%** of the study's step time.",
-        "",
-    ]
-
-
-# --- the GPU budget on paper: FLOPs from the shapes, step time at an assumed MFU -----------------------------
-
-H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM figure for dense bf16 tensor-core math (no sparsity)
-BUDGET_MFU = (0.15, 0.30, 0.40)
-
-
-def preset_runs(experiment: str) -> tuple[object, list[str], int]:
-    """A preset's config, its sweep's FFN variants and the number of seeds each runs."""
-    cfg = compose([f"experiment={experiment}"], with_hydra=True)
-    params = cfg.hydra.sweeper.params
-    return cfg, str(params.ffn).split(","), len(str(params.seed).split(","))
-
-
-def gpu_budget(experiments=("table1_paper", "table1_paper_long")) -> list[str]:
-    """Step time and GPU hours of the paper presets on one H100 at 15, 30 and 40% MFU (nothing measured)."""
-    lines = [
-        "## GPU budget on paper",
-        "",
-        f"FLOPs from the model's shapes (glu_study.model.param_counts: 2 per multiply-add, training = 3 x forward), "
-        f"at an assumed share (MFU) of one H100's {H100_BF16_DENSE_TFLOPS:,.0f} TFLOP/s dense bf16; evaluation, "
-        "checkpoints and start-up are not counted. Examples per second is what the data loader must supply.",
-        "",
-        "| preset | runs | steps | TFLOP per step (ReLU) | MFU | s per step | examples/s | GPU hours per run | GPU hours, all runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    longest = 0.0  # hours of the longest single run
-    for experiment in experiments:
-        cfg, ffns, seeds = preset_runs(experiment)
-        steps, batch = cfg.trainer.max_steps, cfg.trainer.batch_size
-        flops = {f: training_flops_per_step(cfg, f) for f in ffns}
-        for mfu in BUDGET_MFU:
-            rate = mfu * H100_BF16_DENSE_TFLOPS * 1e12
-            per_run = [steps * flops[f] / rate / 3600 for f in ffns]
-            step_s = flops["relu"] / rate
-            longest = max(longest, *per_run)
-            lines.append(
-                f"| `{experiment}` | {len(ffns) * seeds} | {steps:,} | {flops['relu'] / 1e12:.1f} | {mfu:.0%} | "
-                f"{step_s:.3f} | {batch / step_s:,.0f} | {per_run[0]:,.1f} | {seeds * sum(per_run):,.0f} |"
-            )
-    timeout_h = compose(["hydra/launcher=slurm"], with_hydra=True).hydra.launcher.timeout_min / 60
-    lines += [
-        "",
-        f"The SLURM preset's jobs run {timeout_h:g} h (conf/hydra/launcher/slurm.yaml); the longest run above takes "
-        f"{longest:,.1f} h"
-        + (
-            ", so it relies on the time-out requeue (checkpoint at SIGUSR2, resume)."
-            if longest > timeout_h
-            else "."
-        ),
-        "",
-        "Measure the real MFU before a sweep: `python scripts/benchmark.py t5_base --experiment table1_paper "
-        "--device cuda` prints it (MFU column) for the preset's own step.",
-        "",
-    ]
-    return lines
+    return {
+        "model": model_name,
+        "study": f"experiment={args.experiment} model={model_name} ffn={args.ffn}"
+        + "".join(f" {o}" for o in args.ours),
+        "optimizer": t.optimizer,
+        "schedule": t.schedule,
+        "precision": t.precision,
+        "compile": bool(t.compile),
+        "batch": t.batch_size,
+        "inputs_length": inputs_length,
+        "targets_length": data.targets_length,
+        "raw_length": data.raw_length,
+        "params": shapes["params"],
+        "train_flops_per_example": training_flops_per_example(shapes, inputs_length, data.targets_length),
+        "rounds": args.rounds,
+        "steps": steps,
+        "seconds": seconds,
+        "peak_bytes": peaks,
+        "data_seconds": timing["data"],
+    }
 
 
 def main() -> None:
@@ -358,7 +281,12 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--ffn", default="relu")
     p.add_argument("--ours", nargs="*", default=[], help="extra Hydra overrides for the study configuration")
-    p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf.md")
+    p.add_argument(
+        "--records",
+        type=Path,
+        default=ROOT / "reports" / "perf",
+        help="where benchmark.json goes; <records>.md is rendered from it (default reports/perf, reports/perf.md)",
+    )
     p.add_argument(
         "--peak-tflops",
         type=float,
@@ -370,38 +298,20 @@ def main() -> None:
     device = torch.device(args.device)
     trainer = compose([f"experiment={args.experiment}", *args.ours]).trainer
     setup_device(device_kind(trainer), trainer)
-    peak32 = matmul_peak(torch.float32, device)
-    peak16 = matmul_peak(torch.bfloat16, device)
-    command = " ".join([*args.models, *(["--ours", *args.ours] if args.ours else [])])
-    lines = [
-        "# Training throughput: the study configuration vs the usual plain loop",
-        "",
-        f"Generated by `python scripts/benchmark.py {command}` (--rounds {args.rounds}, device {device.type}).",
-        "",
-        f"- machine: {machine_description(device)}",
-        f"- measured matmul peak (best of 2048^2 / 8192^2 square matmuls): fp32 {peak32:,.0f} GFLOP/s, "
-        f"bf16 {peak16:,.0f} GFLOP/s",
-        "",
-    ]
-    for model_name in args.models:
-        lines += bench_model(model_name, args, device, peak32, peak16)
-    lines += [
-        "Both loops run in one process, so process-wide settings (threads, the allocator) apply to both. Peak memory "
-        "is the process's resident set sampled during each loop on CPU (it includes the other loop's weights), and "
-        "allocated device memory on CUDA. % fp32 peak can exceed 100% when a loop runs in bf16.",
-    ]
-    if device.type != "cuda":
-        lines += [
-            "",
-            "GPU figures (bf16 MFU at t5_base shape): not measured — no GPU was available to this run.",
-        ]
-    lines += ["", *gpu_budget()]
-    # scripts/bench_data.py's section (the data pipeline) is its own, regenerated by it: kept as it is.
-    lines += ["", marked_block(args.out, "bench_data")]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    record = {
+        "command": " ".join([*args.models, *(["--ours", *args.ours] if args.ours else [])]),
+        "rounds": args.rounds,
+        "device": device.type,
+        "machine": machine_description(device),
+        "peak_gflops": {
+            "fp32": matmul_peak(torch.float32, device),
+            "bf16": matmul_peak(torch.bfloat16, device),
+        },
+        "peak_tflops": args.peak_tflops,
+        "models": [bench_model(m, args, device) for m in args.models],
+    }
+    save_record(args.records / "benchmark.json", record)
+    print(write_perf(args.records, args.records.with_suffix(".md")))
 
 
 if __name__ == "__main__":

@@ -35,13 +35,3 @@ def update_readme(readme: Path, experiment: str, section: str) -> None:
     begin, end = readme_markers(readme, experiment)
     head, rest = readme.read_text().split(begin, 1)
     readme.write_text(f"{head}{begin}\n{section}\n{end}{rest.split(end, 1)[1]}")
-
-
-def marked_block(path: Path, name: str) -> str:
-    """The text of `path` from its `<!-- name:begin -->` marker to its `:end -->` marker, both included (the
-    empty pair if it has none): what a generator that rewrites the whole file keeps for another one."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.is_file() else ""
-    if begin in text and end in text:
-        return begin + text.split(begin, 1)[1].split(end, 1)[0] + end
-    return f"{begin}\n{end}"
