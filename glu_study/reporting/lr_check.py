@@ -16,7 +16,7 @@ import numpy as np
 from glu_study.ffn import get_variant, paper_order
 from glu_study.reporting.figures import finish, pyplot
 from glu_study.reporting.records import RunRecord, unigram_floor
-from glu_study.reporting.table1 import regime_line
+from glu_study.reporting.table1 import regime_line, value_range
 
 
 def is_lr_check(records: list[RunRecord]) -> bool:
@@ -80,8 +80,8 @@ def lr_check_markdown(records: list[RunRecord], title: str, baseline: str = "rel
 
 def regime_phrase(records: list[RunRecord]) -> str:
     ratios = [r.tokens_per_param for r in records if r.tokens_per_param is not None]
-    low, high = f"{min(ratios):.3g}", f"{max(ratios):.3g}"  # variants differ in parameters by < 0.5%
-    return f"{low if low == high else f'{low}–{high}'} tokens seen per non-embedding parameter"
+    # variants differ in parameters by < 0.5%: usually one figure
+    return f"{value_range(ratios, '.3g')} tokens seen per non-embedding parameter"
 
 
 def baseline_pick(finals: dict[str, dict[float, list[float]]], baseline: str) -> tuple[float, bool]:

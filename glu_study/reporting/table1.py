@@ -229,16 +229,21 @@ def baseline_margin(records: list[RunRecord], floor: float) -> float | None:
 PAPER_TOKENS_PER_PARAM = 26.5  # the paper's 65,536-step column: 65,536 x 128 x (512 + 114) / ~198M
 
 
+def value_range(values: list[float], spec: str) -> str:
+    """'low–high' in this format, or one figure when both print the same."""
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low}–{high}"
+
+
 def training_length(records: list[RunRecord]) -> str:
     """How far into training the runs are, against the paper's 65k-step column."""
     ratios = [r.tokens_per_param for r in records if r.tokens_per_param is not None]
-    low, high = f"{min(ratios):.3g}", f"{max(ratios):.3g}"
-    ratio = low if low == high else f"{low}–{high}"
+    ratio = value_range(ratios, ".3g")
     epochs = [r.data_epochs for r in records if r.data_epochs is not None]
     overlap = {r.test_overlap for r in records if r.test_overlap is not None}
     return (
         f"{ratio} tokens seen per non-embedding parameter (the paper's 65k-step column: "
-        f"~{PAPER_TOKENS_PER_PARAM:g}; {float(np.mean(ratios)) / PAPER_TOKENS_PER_PARAM:.2g} of it)"
+        f"~{PAPER_TOKENS_PER_PARAM:g}; {float(np.mean(ratios)) / PAPER_TOKENS_PER_PARAM:.2g}x that)"
         + (f", {max(epochs):.2g} passes over the training chunks" if epochs else "")
         + (
             f"; {100 * overlap.pop():.1f}% of the test set's 8-token windows also occur in the training split "
@@ -263,7 +268,7 @@ def regime_line(records: list[RunRecord], floor: float | None, label: str = "Reg
     return (
         f"- {label}: {training_length(records)}. A model that knows only the training split's token frequencies "
         f"scores {floor:.4f} on this held-out set (the unigram floor). FFN_ReLU ends at "
-        f"{min(base):.4f}–{max(base):.4f}, at least {margin:.3f} nats under it: "
+        f"{value_range(base, '.4f')}, at least {margin:.3f} nats under it: "
         + (
             f"**the models learn more than token frequencies** (every seed >= {REGIME_MARGIN} under the floor)."
             if ok
