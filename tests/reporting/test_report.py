@@ -177,23 +177,50 @@ def committed_studies() -> list[Path]:
     return sorted(p.parent for p in (ROOT / "reports").glob("*/runs") if (p.parent / "runs").is_dir())
 
 
-def test_committed_table1_cpu_report_is_complete():
-    """The committed study: every variant x seed of the committed preset, each run trained by that preset."""
-    runs = ROOT / "reports" / "table1_cpu" / "runs"
+@pytest.mark.parametrize("study", ["table1_cpu", "table1_regime"])
+def test_committed_table1_is_complete_and_its_numbers_recompute(study):
+    """A committed Table 1: every variant x seed of its preset, each run trained by that preset, and every
+    variant's mean, paired Δ and CI, one-sided p and Holm p recomputed here from the raw records (scipy,
+    statsmodels)."""
+    from statsmodels.stats.multitest import multipletests
+
+    from glu_study.ffn import get_variant
+    from glu_study.reporting.table1 import PRIMARY
+
+    runs = ROOT / "reports" / study / "runs"
     if not runs.is_dir():
-        pytest.skip("reports/table1_cpu not committed yet")
-    preset = compose(["experiment=table1_cpu"])
-    params = preset_sweep("table1_cpu")
+        pytest.skip(f"reports/{study} not committed yet")
+    preset, params = compose([f"experiment={study}"]), preset_sweep(study)
     summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
-    assert sorted((s["ffn"], s["seed"]) for s in summaries) == sorted(
-        (v, int(k)) for v in params["ffn"] for k in params["seed"]
-    )
+    cells_run = sorted((v, int(k)) for v in params["ffn"] for k in params["seed"])
+    assert sorted((s["ffn"], s["seed"]) for s in summaries) == cells_run
     for p in runs.glob("*/config.yaml"):
         cfg = yaml.safe_load(p.read_text())
-        assert cfg["logger"]["group"] == "table1_cpu"
+        assert cfg["logger"]["group"] == study
         assert_trained_by(cfg["trainer"], OmegaConf.to_container(preset.trainer))
         assert cfg["model"]["name"] == preset.model.name
         assert cfg["data"]["eval_examples"] == preset.data.eval_examples
+
+    finals = {v: {} for v in params["ffn"]}
+    for s in summaries:
+        finals[s["ffn"]][s["seed"]] = s["eval/log_perplexity"]
+    seeds = sorted(finals["relu"])
+    x = {v: np.array([finals[v][k] for k in seeds]) for v in finals}
+    table, n = (runs.parent / "table1.md").read_text(), len(seeds)
+    ps = {}
+    for v in params["ffn"]:
+        row = cells(table, get_variant(v).paper_name)
+        assert row[2] == f"{x[v].mean():.4f} ± {x[v].std(ddof=1):.4f} ({n})"
+        if v == "relu":
+            continue
+        d = x[v] - x["relu"]
+        half = st.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
+        assert numbers(row[3]) == [round(d.mean(), 4), round(d.mean() - half, 4), round(d.mean() + half, 4)]
+        ps[v] = st.ttest_rel(x[v], x["relu"], alternative="less").pvalue
+        assert float(row[4]) == pytest.approx(ps[v], rel=1e-2)
+    family = [v for v in PRIMARY if v in ps]
+    for v, adjusted in zip(family, multipletests([ps[v] for v in family], method="holm")[1], strict=True):
+        assert float(cells(table, get_variant(v).paper_name)[5]) == pytest.approx(adjusted, rel=1e-2)
 
 
 def test_in_process_train_is_reportable(tmp_path):
