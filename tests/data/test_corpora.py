@@ -133,8 +133,9 @@ def test_bad_files(tmp_path):
     "override,match",
     [
         (["data.noise_density=1.5"], "noise_density"),
-        (["data.mean_noise_span_length=0"], "mean_noise_span_length"),
-        (["data.inputs_length=2"], "inputs_length"),
+        # the same value checks as noise_density's; in the slow tier (each case is a fresh CLI process, ~7 s)
+        pytest.param(["data.mean_noise_span_length=0"], "mean_noise_span_length", marks=pytest.mark.slow),
+        pytest.param(["data.inputs_length=2"], "inputs_length", marks=pytest.mark.slow),
         (["data=text_files", "data.paths=[/nonexistent/corpus/*.txt]"], "no file matches"),
     ],
 )

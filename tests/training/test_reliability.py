@@ -89,10 +89,11 @@ def test_evaluate_falls_back_to_the_export_when_no_checkpoint_loads(tmp_path):
     ("override", "fragment"),
     [
         ("model.d_ff=0", "model.d_ff must be >= 1"),
-        ("model.num_heads=0", "model.num_heads must be >= 1"),
         ("logger.mode=sometimes", "logger.mode='sometimes'"),
-        ("trainer.lr=-1", "trainer.lr must be > 0.0"),
-        ("data.eval_examples=0", "data.eval_examples must be >= 1"),
+        # more of the same checks, in the slow tier (each case is a fresh CLI process, ~6 s)
+        pytest.param("model.num_heads=0", "model.num_heads must be >= 1", marks=pytest.mark.slow),
+        pytest.param("trainer.lr=-1", "trainer.lr must be > 0.0", marks=pytest.mark.slow),
+        pytest.param("data.eval_examples=0", "data.eval_examples must be >= 1", marks=pytest.mark.slow),
     ],
 )
 def test_bad_settings_exit_2_before_anything_is_written(tmp_path, override, fragment):
@@ -172,7 +173,11 @@ def test_report_warns_about_unfinished_runs_and_names_a_damaged_record(finished_
 
 @pytest.mark.parametrize(
     ("override", "fragment"),
-    [("ffn=", "Could not find 'ffn/'"), ("seed=abc", "seed=abc"), ("trainer.max_step=3", "trainer.max_step")],
+    [
+        ("ffn=", "Could not find 'ffn/'"),
+        pytest.param("seed=abc", "seed=abc", marks=pytest.mark.slow),  # each a fresh CLI process, ~5 s
+        pytest.param("trainer.max_step=3", "trainer.max_step", marks=pytest.mark.slow),
+    ],
 )
 def test_hydra_level_mistakes_are_one_error_line(tmp_path, override, fragment):
     run_dir = tmp_path / "run"
