@@ -35,7 +35,8 @@ lint: install
 	$(VENV)/bin/ruff format --check glu_study tests scripts
 
 # Regenerate every committed study from the raw run records committed beside it (byte for byte), and its README
-# section; and reports/perf.md from the benchmark scripts' raw measurements (reports/perf/*.json).
+# section; reports/perf.md from the benchmark scripts' raw measurements (reports/perf/*.json); the MLP comparison
+# from reports/mlp/runs.jsonl; the activation gallery (drawn from the code, no records).
 STUDIES := table1_cpu_lr table1_cpu scaling_cpu table1_regime_lr table1_regime regime_curve scaling_regime
 report: install
 	@for s in $(STUDIES); do \
@@ -43,6 +44,8 @@ report: install
 	  else echo "reports/$$s: no committed records"; fi; \
 	done
 	$(PY) -m glu_study.reporting.perf reports/perf --out reports/perf.md
+	$(PY) -m glu_study.mlp --render
+	$(PY) -m glu_study.gallery
 
 # The activation gallery and the quick MLP comparison (reports/figures, reports/mlp).
 figures: install

@@ -94,6 +94,33 @@ def test_gallery_renders_headless(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 
 
+def test_committed_figures_and_mlp_comparison_regenerate_byte_for_byte(tmp_path):
+    """What `make report` renders besides the studies: the gallery from the code, the MLP comparison from its
+    committed records (every registered variant), whose ANOVA reading recomputes with scipy."""
+    import json
+
+    from scipy.stats import f_oneway
+
+    from glu_study.ffn import VARIANTS
+    from tests.helpers import ROOT
+
+    assert gallery.main(["--out", str(tmp_path / "figures")]) == 0
+    for name in ("activations.png", "gated_units.png"):
+        assert (tmp_path / "figures" / name).read_bytes() == (
+            ROOT / "reports" / "figures" / name
+        ).read_bytes()
+    out = tmp_path / "mlp"
+    out.mkdir()
+    (out / "runs.jsonl").write_bytes((ROOT / "reports" / "mlp" / "runs.jsonl").read_bytes())
+    assert mlp.main(["--render", "--out", str(out)]) == 0
+    for name in ("results.md", "loss_curves.png"):
+        assert (out / name).read_bytes() == (ROOT / "reports" / "mlp" / name).read_bytes(), name
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()[1:]]
+    assert {r["variant"] for r in rows} == set(VARIANTS)
+    groups = [[r["test_accuracy"] for r in rows if r["variant"] == v] for v in VARIANTS]
+    assert f"gives p = {f_oneway(*groups).pvalue:.2g}:" in (out / "results.md").read_text()
+
+
 def test_mlp_two_variants_tiny_subset(tmp_path):
     out = tmp_path / "mlp"
     assert (

@@ -14,6 +14,8 @@ from glu_study.ffn import PAPER_VARIANTS, get_variant
 from glu_study.reporting.figures import pyplot, savefig
 from glu_study.training.mlp import MLPResult
 
+ALPHA = 0.05
+
 
 def save_records(results: list[MLPResult], dataset: str, settings: str, path: Path) -> None:
     """The raw records every figure in results.md and loss_curves.png is rendered from."""
@@ -31,6 +33,26 @@ def load_records(path: Path) -> tuple[list[MLPResult], str, str]:
         return [MLPResult(**r) for r in rows], head["dataset"], head["settings"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"cannot read {path}: {e}") from None
+
+
+def reading(results: list[MLPResult], variants: list[str]) -> str:
+    """Whether this task tells the variants apart at all: a one-way ANOVA over the seeds' test accuracies."""
+    from scipy.stats import f_oneway
+
+    groups = [[r.test_accuracy for r in results if r.variant == v] for v in variants]
+    means = [100 * float(np.mean(g)) for g in groups]
+    head = f"Reading: the variants' mean test accuracies span {min(means):.2f}–{max(means):.2f}%"
+    if len(groups) < 2 or min(len(g) for g in groups) < 2:
+        return head + "; with one seed per variant (or one variant) nothing is tested."
+    p = float(f_oneway(*groups).pvalue)
+    verdict = (
+        "**the variants are not told apart** on this task: it is too easy to rank them, which is why the "
+        "pretraining study exists."
+        if not p < ALPHA
+        else "the variants differ somewhere (the test does not say which; the pretraining study's paired "
+        "comparisons do)."
+    )
+    return f"{head}; a one-way ANOVA over the {len(groups)} variants x {len(groups[0])} seeds gives p = {p:.2g}: {verdict}"
 
 
 def write_results(results: list[MLPResult], dataset: str, out: Path, settings: str) -> None:
@@ -58,6 +80,7 @@ def write_results(results: list[MLPResult], dataset: str, out: Path, settings: s
             f"{100 * acc.mean():.2f}% ± {100 * acc.std(ddof=1) if len(rs) > 1 else 0:.2f} | "
             f"{loss.mean():.4f} ± {loss.std(ddof=1) if len(rs) > 1 else 0:.4f} |"
         )
+    lines += ["", reading(results, variants)]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
     groups = [
