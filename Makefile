@@ -43,6 +43,10 @@ report: install
 	  if [ -d reports/$$s/runs ]; then $(PY) -m glu_study.report reports/$$s/runs --out reports/$$s --readme README.md || exit 1; \
 	  else echo "reports/$$s: no committed records"; fi; \
 	done
+	@# the repetition control, read against its reference study (only where each run's loss falls is compared)
+	@if [ -d reports/regime_control/runs ]; then $(PY) -m glu_study.report reports/regime_control/runs \
+	  --reference table1_regime --out reports/regime_control --readme README.md || exit 1; \
+	else echo "reports/regime_control: no committed records"; fi
 	$(PY) -m glu_study.reporting.perf reports/perf --out reports/perf.md
 	$(PY) -m glu_study.mlp --render
 	$(PY) -m glu_study.gallery

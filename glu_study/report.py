@@ -6,7 +6,8 @@
 writes reports/<experiment>/: table1.md, runs.csv, curves.png, ranking.png (runs of several model sizes: the
 scaling study's scaling.md, runs.csv, scaling.png, gap.png; runs at several learning rates: the rate check's
 lr_check.md, lr_check.png; one size at several training lengths: regime_curve.md, runs.csv,
-regime_curve.png), and runs/<name>/ with the raw records
+regime_curve.png; with --reference GROUP, a repetition control against the study GROUP: regime_control.md,
+regime_control.png), and runs/<name>/ with the raw records
 every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can regenerate the
 same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
 finetune.csv: Tables 2-4 (glu_study.reporting.tables2_4), their records copied beside the others. Local
@@ -32,6 +33,7 @@ from glu_study.reporting.records import (
     read_run_dir,
     read_wandb,
 )
+from glu_study.reporting.regime_control import pairs, split_reference, write_control
 from glu_study.reporting.regime_curve import is_regime_curve, write_regime_curve
 from glu_study.reporting.scaling import is_scaling, write_scaling
 from glu_study.reporting.table1 import write_table1
@@ -42,6 +44,7 @@ LR_CHECK_FILES = ("lr_check.md", "lr_check.png")
 SCALING_FILES = ("scaling.md", "runs.csv", "scaling.png", "gap.png")
 TABLE1_FILES = ("table1.md", "runs.csv", "curves.png", "ranking.png")
 REGIME_CURVE_FILES = ("regime_curve.md", "runs.csv", "regime_curve.png")
+CONTROL_FILES = ("regime_control.md", "regime_control.png")
 
 
 def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tuple[list[str], str]:
@@ -71,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--readme", type=Path, help="also refresh this README's <!-- <experiment>:begin/end --> section"
     )
+    p.add_argument(
+        "--reference",
+        metavar="GROUP",
+        help="a repetition control: the runs of GROUP (one corpus) are the reference, the others (another "
+        "corpus) the control; only where each run's loss falls is compared (regime_control.md)",
+    )
     args = p.parse_args(argv)
     if not args.wandb and not args.dirs:
         p.error("give run directories, or --wandb ENTITY/PROJECT")
@@ -89,6 +98,8 @@ def report(args: argparse.Namespace) -> int:
     finetunes = read_finetunes(run_dirs)
     if not records:
         raise DataError("no finished runs found")
+    if args.reference:
+        return control_report(args, run_dirs, records)
     check_one_corpus(records)
     groups = sorted({r.group for r in records})
     experiment = groups[0] if len(groups) == 1 else "mixed"
@@ -107,6 +118,34 @@ def report(args: argparse.Namespace) -> int:
     if finetunes:  # Tables 2-4 whenever fine-tune records exist
         print(write_finetune_report(finetunes, out_dir, experiment))
         print(f"wrote {out_dir}/table2.md, finetune.csv ({len(finetunes)} fine-tunes)")
+    return 0
+
+
+def control_report(args: argparse.Namespace, run_dirs: list[Path], records: list[RunRecord]) -> int:
+    """The repetition control against its reference study (glu_study.reporting.regime_control), its records
+    copied into runs/<group>/; the reference's runs that pair with no control run are left out."""
+    reference, control = split_reference(records, args.reference)
+    ps = pairs(reference, control)
+    experiment = control[0].group
+    out_dir = args.out or Path.cwd() / "reports" / experiment
+    if args.readme:
+        readme_markers(args.readme, experiment)
+    if run_dirs:  # one folder per group: the reference's and the control's runs share names (relu-s0)
+        used = {(r.group, r.name) for p in ps for r in (p.reference, p.control)}
+        for group in sorted({g for g, _ in used}):
+            dirs = [
+                d
+                for d, r in zip(run_dirs, records, strict=True)
+                if (r.group, r.name) in used and r.group == group
+            ]
+            copy_raw_records(dirs, out_dir / "runs" / group)
+    write_control(ps, out_dir, args.reference)
+    text = (out_dir / CONTROL_FILES[0]).read_text()
+    if args.readme:
+        figures = [out_dir / f for f in CONTROL_FILES if f.endswith(".png")]
+        update_readme(args.readme, experiment, readme_section(text, figures, args.readme))
+    print(text)
+    print(f"wrote {out_dir}/{', '.join(CONTROL_FILES)} ({len(ps)} pairs)")
     return 0
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from glu_study.errors import BadInputError, DataError
 from glu_study.ffn import VARIANTS, check_variant_config
 from glu_study.training import run_dir as records
+from glu_study.training.heldout import TEST_METRIC, VAL_METRIC
+from glu_study.training.loop import TRAIN_LOSS
 
-METRIC = "eval/log_perplexity"  # the test set's figure: what every table reports
-VAL_METRIC = "val/log_perplexity"  # the validation set's: what every choice is made on
+METRIC = TEST_METRIC  # the test set's figure: what every table reports (VAL_METRIC: what choices are made on)
 
 
 @dataclass
@@ -44,6 +45,8 @@ class RunRecord:
     data_epochs: float | None = None  # passes over the training chunks
     corpus_fingerprint: str | None = None  # the corpus's content hash: runs pool only when it is the same
     test_overlap: float | None = None  # share of the test set's 8-token windows that occur in training
+    train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train/loss) every log_every
+    decay_fraction: float = 0.0  # the schedule's final linear decay, as a share of the steps (0: none)
 
 
 def plateau_of(trainer) -> float | None:
@@ -54,7 +57,7 @@ def plateau_of(trainer) -> float | None:
 
 
 def run_record(
-    summary, *, name, ffn, seed, model, group, final, curve, val_curve=(), trainer=None
+    summary, *, name, ffn, seed, model, group, final, curve, val_curve=(), train_curve=(), trainer=None
 ) -> RunRecord:
     """The record from a run's summary (summary.json or W&B's run.summary) and what is stored elsewhere."""
     ratio = summary.get("tokens_per_param")
@@ -84,6 +87,8 @@ def run_record(
         data_epochs=summary.get("data_epochs"),
         corpus_fingerprint=summary.get("corpus_fingerprint"),
         test_overlap=summary.get("eval/test_ngram_overlap"),
+        train_curve=list(train_curve),
+        decay_fraction=float(trainer.get("decay_fraction", 0.0)) if trainer is not None else 0.0,
     )
 
 
@@ -114,6 +119,7 @@ def _read_run_dir(run_dir: Path) -> RunRecord:
         final=s[METRIC],
         curve=curve_of(events, METRIC),
         val_curve=curve_of(events, VAL_METRIC),
+        train_curve=curve_of(events, TRAIN_LOSS),
         trainer=cfg.trainer if cfg is not None else None,
     )
 
@@ -174,9 +180,9 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
         s, c = run.summary, run.config
         final = s.get(METRIC)
         final = final.get("last") if isinstance(final, dict) else final
-        curve, val_curve = (
+        curve, val_curve, train_curve = (
             [(int(row["_step"]), float(row[m])) for row in run.scan_history(keys=["_step", m])]
-            for m in (METRIC, VAL_METRIC)
+            for m in (METRIC, VAL_METRIC, TRAIN_LOSS)
         )
         out.append(
             run_record(
@@ -189,6 +195,7 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
                 final=final,
                 curve=curve,
                 val_curve=val_curve,
+                train_curve=train_curve,
                 trainer=c.get("trainer"),
             )
         )

@@ -19,6 +19,7 @@ from glu_study.ffn import get_variant, paper_order
 from glu_study.paper import SOURCE, TABLE1
 from glu_study.reporting.figures import plot_curves, plot_ranking
 from glu_study.reporting.records import METRIC, RunRecord, unigram_floor
+from glu_study.reporting.regime_control import decay_start, fall_step
 
 # The paper's claim, "GLU variants improve the Transformer", is tested on the four gated variants with a
 # non-trivial or identity gate that the paper recommends; GLU (sigmoid), GELU and Swish get CIs and plain p-values.
@@ -398,9 +399,31 @@ def verdict(
             f"- Ranking agreement with the paper's 65k-step column: Kendall τ = {tau:.3f} (p {tau_p:.2g}"
             f"{interval}), {strength} agreement at the point estimate."
         )
+    if line := fall_line(records, stats):
+        lines.append(line)
     if line := power_line(stats, n):
         lines.append(line)
     return lines
+
+
+def fall_line(records: list[RunRecord], stats: dict[str, VariantStats]) -> str | None:
+    """When each variant's training loss falls late in training (regime_control's rule), if any run's does."""
+    falls = {r.name: fall_step(r.train_curve, decay_start(r)) for r in records}
+    if not any(f is not None for f in falls.values()):
+        return None
+    parts = []
+    for v in stats:
+        steps = [falls[r.name] for r in records if r.ffn == v]
+        came = [f for f in steps if f is not None]
+        where = f"step {float(np.median(came)):,.0f}" if came else "none"
+        parts.append(f"{get_variant(v).paper_name} {where} ({len(came)} of {len(steps)} seeds)")
+    start = {f"{decay_start(r):,.0f}" for r in records}
+    return (
+        f"- Late fall of the training loss before the decay (step {', '.join(sorted(start))}; the rule of "
+        f"glu_study.reporting.regime_control), median step over the seeds where it came: {'; '.join(parts)}. "
+        "A run whose loss falls earlier has longer to descend before the last evaluation, so at this length the "
+        "final figures partly measure when the fall came."
+    )
 
 
 def table1_markdown(records: list[RunRecord], stats: dict[str, VariantStats], title: str) -> str:

@@ -26,6 +26,8 @@ from glu_study.training.distributed import SINGLE_PROCESS, DistInfo, all_reduce_
 from glu_study.training.state import RunState
 from glu_study.training.tracking import Tracker
 
+TRAIN_LOSS = "train/loss"  # the mean training loss over each log interval, as logged and recorded
+
 
 def device_kind(settings) -> str:
     """`settings.device` resolved, once per command: "cuda" or "cpu" (`auto`: CUDA when there is a GPU). The
@@ -205,7 +207,7 @@ class TrainLoop:
             self.tracker.finish(exit_code=EXIT_NONFINITE)
             raise NonFiniteLossError(f"loss is {loss} at step {step}; diagnostic checkpoint in {path}")
         lr = self.schedule.get_last_lr()[0]
-        self.tracker.log(step, {"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tokens_per_s})
+        self.tracker.log(step, {TRAIN_LOSS: loss, "train/lr": lr, "train/tokens_per_s": tokens_per_s})
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
 
     def stop_requested(self, stop: StopSignals) -> bool:

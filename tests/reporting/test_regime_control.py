@@ -1,0 +1,112 @@
+"""The repetition control's reading: where a run's training loss falls (on synthetic curves and on the committed
+default-corpus runs the rule was fixed on), what each reference/control pair says, and the report through the
+CLI with its bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from glu_study.report import main as report_main
+from glu_study.reporting.records import RunRecord, read_run_dir
+from glu_study.reporting.regime_control import FALL_DROP, Pair, decay_start, fall_step, verdict
+from tests.helpers import ROOT, run_cli, sweep
+
+
+def curve(
+    fall_at: int | None, depth: float = 0.5, steps: int = 2000, every: int = 10
+) -> list[tuple[int, float]]:
+    """A slowing descent (5 -> ~4.4), then, from `fall_at`, a fall of `depth` nats over 200 steps."""
+    out = []
+    for s in range(every, steps + 1, every):
+        loss = 4.4 + 0.6 * (300 / (s + 300))
+        if fall_at is not None and s > fall_at:
+            loss -= min(depth, depth * (s - fall_at) / 200)
+        out.append((s, loss))
+    return out
+
+
+def test_fall_step_finds_an_acceleration_not_the_early_descent():
+    found = fall_step(curve(1200), before=1800)
+    assert found is not None and 1200 < found <= 1200 + 200  # placed within the fall's first 200 steps
+    assert fall_step(curve(None), before=1800) is None  # the early, slowing descent is never a fall
+    assert fall_step(curve(1850), before=1800) is None  # a fall inside the decay is the decay's, not counted
+    # the threshold is in nats per window: a fall of less than FALL_DROP per 100 steps is not found
+    assert fall_step(curve(1200, depth=1.5 * FALL_DROP), before=1800) is None
+
+
+def test_fall_steps_on_the_committed_default_corpus_runs():
+    """The rule, fixed on table1_regime's own runs before any control: FFN_SwiGLU seed 1 at plateau 0.03 falls
+    at ~1,630 (its 100-step mean loss 4.34 -> 4.09 by 1,700); FFN_ReLU seed 0 falls only inside the decay."""
+    runs = ROOT / "reports" / "table1_regime_lr" / "runs"
+    if not runs.is_dir():
+        pytest.skip("reports/table1_regime_lr not committed yet")
+    swiglu, relu = read_run_dir(runs / "swiglu-lr3.0-s1"), read_run_dir(runs / "relu-lr3.0-s0")
+    assert decay_start(relu) == pytest.approx(2106)
+    assert 1550 <= fall_step(swiglu.train_curve, decay_start(swiglu)) <= 1750
+    assert fall_step(relu.train_curve, decay_start(relu)) is None
+
+
+def record(name: str, group: str, epochs: float, steps: int = 2000) -> RunRecord:
+    return RunRecord(
+        name=name, ffn="relu", seed=0, model="t5_nano", group=group, params=1, non_embedding_params=1, d_ff=1,
+        steps=steps, tokens_seen=1, final=4.0, tokens_per_s=None, wall_s=None, data_epochs=epochs,
+        decay_fraction=0.1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ref_fall", "ctrl_fall", "follows"),
+    [
+        (1000, 1050, "steps"),  # the same step
+        (1000, 1450, "passes"),  # 1.5x later: the same number of passes
+        (1400, None, "passes"),  # the passes put it at 2,100, past the decay's start (1,800): none seen
+        (1000, None, "neither"),  # the passes put it at 1,500, before the decay, yet none came
+        (None, None, None),  # no fall on the reference's corpus: says nothing
+    ],
+)
+def test_a_pair_says_steps_passes_neither_or_nothing(ref_fall, ctrl_fall, follows):
+    # the reference passes over its data 2.1 times, the control 1.4: the same pass comes 1.5x later in steps
+    p = Pair("relu", 0, record("r", "ref", 2.1), record("c", "ctl", 1.4), ref_fall, ctrl_fall)
+    assert p.passes_ratio == pytest.approx(1.5) and p.follows == follows
+
+
+def test_the_verdict_needs_two_informative_pairs_that_agree():
+    ref, ctl = record("r", "ref", 2.1), record("c", "ctl", 1.4)
+    steps, passes = Pair("relu", 0, ref, ctl, 1000, 1000), Pair("relu", 1, ref, ctl, 1000, 1500)
+    silent = Pair("relu", 2, ref, ctl, None, None)
+    assert verdict([steps, silent]).startswith("**not resolved**: 1 informative")
+    assert verdict([steps, steps, silent]).startswith("**the fall follows the step count**")
+    assert verdict([passes, passes]).startswith("**the fall follows the passes")
+    assert verdict([steps, passes]).startswith("**not resolved**: the informative pairs disagree")
+
+
+@pytest.mark.slow
+def test_control_report_through_the_cli(tmp_path):
+    """A reference sweep on one corpus and a control on another (the standard library's docstrings with tqdm's
+    added): the report pairs them, copies only the paired records, and refuses what it cannot pair."""
+    ref = sweep(tmp_path / "ref", "ffn=relu", "seed=0,1", "logger.group=ref")
+    ctl = sweep(tmp_path / "ctl", "ffn=relu", "seed=0", "logger.group=ctl", "data.packages=[tqdm]")
+    out = tmp_path / "report"
+    assert report_main([str(ref), str(ctl), "--reference", "ref", "--out", str(out)]) == 0
+    text = (out / "regime_control.md").read_text()
+    assert text.startswith("# Repetition control: ctl against ref") and "| FFN_ReLU | 0 |" in text
+    copied = sorted(str(p.parent.relative_to(out / "runs")) for p in (out / "runs").rglob("summary.json"))
+    assert copied == ["ctl/relu-s0", "ref/relu-s0"]  # relu-s1 pairs with no control run: left out
+    again = tmp_path / "again"  # regenerates from the copied records alone
+    assert report_main([str(out / "runs"), "--reference", "ref", "--out", str(again)]) == 0
+    for name in ("regime_control.md", "regime_control.png"):
+        assert (again / name).read_bytes() == (out / name).read_bytes()
+    epochs = [json.loads((d / "relu-s0" / "summary.json").read_text())["data_epochs"] for d in (ref, ctl)]
+    assert f"{epochs[0]:.2f} times, the control {epochs[1]:.2f}" in text
+    assert (out / "regime_control.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # bad input: one error line, exit 2, nothing written
+    for args, fragment in (
+        ([str(ref), str(ctl), "--reference", "nosuch"], "--reference nosuch: need runs of that group"),
+        ([str(ref), "--reference", "ref"], "--reference ref: need runs of that group and of another"),
+    ):
+        fresh = tmp_path / "fresh"
+        r = run_cli("glu_study.report", *args, "--out", str(fresh))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
+        assert not fresh.exists()
