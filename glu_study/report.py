@@ -109,12 +109,7 @@ def report(args: argparse.Namespace) -> int:
     if run_dirs:
         copy_raw_records(run_dirs, out_dir / "runs")
     files, summary = write_study(records, out_dir, experiment)
-    table_md = (out_dir / files[0]).read_text()
-    if args.readme:
-        figures = [out_dir / f for f in files if f.endswith(".png")]
-        update_readme(args.readme, experiment, readme_section(table_md, figures, args.readme))
-    print(table_md)
-    print(f"wrote {out_dir}/{', '.join(files)} ({summary})")
+    publish(out_dir, files, summary, experiment, args.readme)
     if finetunes:  # Tables 2-4 whenever fine-tune records exist
         print(write_finetune_report(finetunes, out_dir, experiment))
         print(f"wrote {out_dir}/table2.md, finetune.csv ({len(finetunes)} fine-tunes)")
@@ -140,13 +135,18 @@ def control_report(args: argparse.Namespace, run_dirs: list[Path], records: list
             ]
             copy_raw_records(dirs, out_dir / "runs" / group)
     write_control(ps, out_dir, args.reference)
-    text = (out_dir / CONTROL_FILES[0]).read_text()
-    if args.readme:
-        figures = [out_dir / f for f in CONTROL_FILES if f.endswith(".png")]
-        update_readme(args.readme, experiment, readme_section(text, figures, args.readme))
-    print(text)
-    print(f"wrote {out_dir}/{', '.join(CONTROL_FILES)} ({len(ps)} pairs)")
+    publish(out_dir, list(CONTROL_FILES), f"{len(ps)} pairs", experiment, args.readme)
     return 0
+
+
+def publish(out_dir: Path, files: list[str], summary: str, experiment: str, readme: Path | None) -> None:
+    """The study's README section (its main markdown and figures), if asked, and what was written."""
+    text = (out_dir / files[0]).read_text()
+    if readme:
+        figures = [out_dir / f for f in files if f.endswith(".png")]
+        update_readme(readme, experiment, readme_section(text, figures, readme))
+    print(text)
+    print(f"wrote {out_dir}/{', '.join(files)} ({summary})")
 
 
 if __name__ == "__main__":
