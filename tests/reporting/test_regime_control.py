@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from glu_study.ffn import get_variant
 from glu_study.report import main as report_main
 from glu_study.reporting.records import RunRecord, read_run_dir
 from glu_study.reporting.regime_control import FALL_DROP, Pair, decay_start, fall_step, verdict
@@ -110,3 +111,43 @@ def test_control_report_through_the_cli(tmp_path):
         r = run_cli("glu_study.report", *args, "--out", str(fresh))
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
         assert not fresh.exists()
+
+
+def independent_fall(metrics: list[dict], decay_start_step: float) -> int | None:
+    """The module's rule written again from its docstring, on the raw metrics.jsonl rows."""
+    rows = [(r["step"], r["train/loss"]) for r in metrics if "train/loss" in r and "source" not in r]
+
+    def window_mean(lo, hi):
+        xs = [v for s, v in rows if lo < s <= hi]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    for s, _ in rows:
+        if 300 <= s < decay_start_step:
+            drop = window_mean(s - 200, s - 100) - window_mean(s - 100, s)
+            previous = window_mean(s - 300, s - 200) - window_mean(s - 200, s - 100)
+            if drop >= 0.1 and drop >= 2 * previous:
+                return s
+    return None
+
+
+def test_committed_control_recomputes_from_its_records():
+    """reports/regime_control: every row's fall steps recomputed from the raw metrics by an independent reading
+    of the rule, and its passes from summary.json."""
+    import yaml
+
+    study = ROOT / "reports" / "regime_control"
+    if not (study / "runs").is_dir():
+        pytest.skip("reports/regime_control not committed yet")
+    text = (study / "regime_control.md").read_text()
+    control = study / "runs" / "regime_control"
+    for run in sorted(control.iterdir()):
+        falls = []
+        for side in (study / "runs" / "table1_regime" / run.name, run):
+            s = json.loads((side / "summary.json").read_text())
+            trainer = yaml.safe_load((side / "config.yaml").read_text())["trainer"]
+            metrics = [json.loads(line) for line in (side / "metrics.jsonl").read_text().splitlines()]
+            fall = independent_fall(metrics, (1 - trainer["decay_fraction"]) * s["steps"])
+            passes = "–" if fall is None else f"{s['data_epochs'] * fall / s['steps']:.2f}"
+            falls += ["–" if fall is None else str(fall), passes]
+        ffn, seed = run.name.rsplit("-s", 1)
+        assert f"| {get_variant(ffn).paper_name} | {seed} | {' | '.join(falls)} |" in text
