@@ -67,6 +67,11 @@ ADDED_SINCE = {"dist_timeout_min", "loader_workers"}
 
 
 def assert_trained_by(recorded: dict, preset: dict) -> None:
-    """A committed run's trainer settings are the preset's (except settings added since, at their defaults)."""
+    """A committed run's trainer settings are the preset's (except settings added since, at their defaults, and
+    those a resume may change: how often it logs, evaluates, checkpoints, and its CPU threads)."""
+    from glu_study.training.run_dir import RESUMABLE_CHANGES
+
     assert set(preset) - set(recorded) <= ADDED_SINCE, set(preset) - set(recorded)
-    assert recorded == {k: v for k, v in preset.items() if k in recorded}
+    assert {k: v for k, v in recorded.items() if k not in RESUMABLE_CHANGES} == {
+        k: v for k, v in preset.items() if k in recorded and k not in RESUMABLE_CHANGES
+    }
