@@ -34,6 +34,7 @@ from glu_study.reporting.records import RunRecord, check_one_corpus
 
 FALL_WINDOW = 100  # steps
 FALL_DROP = 0.1  # nats of training loss between consecutive windows
+MIN_PASSES_RATIO = 1.2  # corpora closer in size than this cannot tell the two explanations apart
 
 
 def decay_start(run: RunRecord) -> float:
@@ -133,6 +134,12 @@ def _f(x, fmt: str) -> str:
 
 
 def verdict(ps: list[Pair]) -> str:
+    ratio = min(abs(math.log(p.passes_ratio)) for p in ps)
+    if ratio < math.log(MIN_PASSES_RATIO):
+        return (
+            f"**not resolved**: the control's corpus changes the passes by only {math.exp(ratio):.2f}x, too little "
+            f"to tell the step count from the passes (>= {MIN_PASSES_RATIO}x needed)."
+        )
     said = [p.follows for p in ps if p.follows is not None]
     counts = {k: said.count(k) for k in ("steps", "passes", "neither")}
     tally = ", ".join(f"{k} {n}" for k, n in counts.items())

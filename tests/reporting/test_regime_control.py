@@ -81,6 +81,10 @@ def test_the_verdict_needs_two_informative_pairs_that_agree():
     assert verdict([steps, steps, silent]).startswith("**the fall follows the step count**")
     assert verdict([passes, passes]).startswith("**the fall follows the passes")
     assert verdict([steps, passes]).startswith("**not resolved**: the informative pairs disagree")
+    close = record("c", "ctl", 2.0)  # a corpus 5% larger: the two explanations predict nearly the same step
+    assert "changes the passes by only 1.05x" in verdict(
+        [Pair("relu", s, ref, close, 1000, 1000) for s in (0, 1)]
+    )
 
 
 @pytest.mark.slow
