@@ -19,7 +19,6 @@ from pathlib import Path
 from glu_study.config import ROOT, compose
 from glu_study.errors import DataError, exit_status
 from glu_study.files import write_json_atomic, write_text_atomic
-from glu_study.model import training_flops_per_step
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM figure for dense bf16 tensor-core math (no sparsity)
 BUDGET_MFU = (0.15, 0.30, 0.40)
@@ -132,12 +131,16 @@ def preset_runs(experiment: str) -> tuple[object, list[str], int]:
 
 def t5_base_consumption(mfu: float = LOADER_MFU) -> float:
     """Examples/s that T5-base (table1_paper's step) consumes on one H100 at this MFU."""
+    from glu_study.model import training_flops_per_step  # torch and transformers: only once records are read
+
     cfg = compose(["experiment=table1_paper"])
     return mfu * H100_BF16_DENSE_TFLOPS * 1e12 / training_flops_per_step(cfg) * cfg.trainer.batch_size
 
 
 def gpu_budget(experiments=("table1_paper", "table1_paper_long")) -> list[str]:
     """Step time and GPU hours of the paper presets on one H100 at 15, 30 and 40% MFU (nothing measured)."""
+    from glu_study.model import training_flops_per_step  # torch and transformers: only once records are read
+
     lines = [
         "## GPU budget on paper",
         "",
