@@ -47,6 +47,7 @@ class RunRecord:
     test_overlap: float | None = None  # share of the test set's 8-token windows that occur in training
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train/loss) every log_every
     decay_fraction: float = 0.0  # the schedule's final linear decay, as a share of the steps (0: none)
+    num_threads: int = 0  # trainer.num_threads: torch's CPU threads (0: torch's default, one per core)
 
 
 def plateau_of(trainer) -> float | None:
@@ -89,6 +90,7 @@ def run_record(
         test_overlap=summary.get("eval/test_ngram_overlap"),
         train_curve=list(train_curve),
         decay_fraction=float(trainer.get("decay_fraction", 0.0)) if trainer is not None else 0.0,
+        num_threads=int(trainer.get("num_threads", 0)) if trainer is not None else 0,
     )
 
 

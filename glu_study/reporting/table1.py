@@ -401,9 +401,38 @@ def verdict(
         )
     if line := fall_line(records, stats):
         lines.append(line)
+    if line := threads_line(records):
+        lines.append(line)
     if line := power_line(stats, n):
         lines.append(line)
     return lines
+
+
+def threads_line(records: list[RunRecord]) -> str | None:
+    """Which seeds ran with which CPU thread count, when that differs between runs (it changes the bits)."""
+    if len({r.num_threads for r in records}) < 2:
+        return None
+    by_seed = {k: {r.num_threads for r in records if r.seed == k} for k in sorted({r.seed for r in records})}
+    mixed = [k for k, t in by_seed.items() if len(t) > 1]
+    groups: dict[int, list[int]] = {}
+    for k, t in by_seed.items():
+        if len(t) == 1:
+            groups.setdefault(t.pop(), []).append(k)
+    said = "; ".join(
+        f"{'torch default' if n == 0 else n} thread{'s' if n != 1 else ''}: seed{'s' if len(ks) > 1 else ''} "
+        f"{', '.join(map(str, ks))}"
+        for n, ks in sorted(groups.items())
+    )
+    within = (
+        f"**seed {', '.join(map(str, mixed))} mixes thread counts**, so its pairs compare runs whose bits differ "
+        "for that reason too"
+        if mixed
+        else "the same within every seed, and every comparison here is paired within a seed"
+    )
+    return (
+        f"- CPU threads differ between runs ({said}; trainer.num_threads, torch's default being one per core): a "
+        f"thread count changes a run's floating-point bits, not its recipe, batches or initialisation; {within}."
+    )
 
 
 def fall_line(records: list[RunRecord], stats: dict[str, VariantStats]) -> str | None:

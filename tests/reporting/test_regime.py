@@ -235,3 +235,24 @@ def test_committed_regime_study_holds_every_cell_of_its_preset(study):
         assert {k: cfg["data"].get(k) for k in ("source", "packages")} == {
             k: data.get(k) for k in ("source", "packages")
         }
+
+
+def test_table1_reading_says_when_thread_counts_differ_and_whether_within_a_seed():
+    from glu_study.reporting.table1 import threads_line
+
+    def rec(ffn, seed, threads):
+        return RunRecord(
+            name=f"{ffn}-s{seed}", ffn=ffn, seed=seed, model="t5_nano", group="g", params=1,
+            non_embedding_params=1, d_ff=1, steps=10, tokens_seen=1, final=4.0, tokens_per_s=None, wall_s=None,
+            num_threads=threads,
+        )  # fmt: skip
+
+    same = [rec(v, k, 0) for v in ("relu", "swiglu") for k in (0, 1)]
+    assert threads_line(same) is None
+    by_seed = [rec(v, 0, 0) for v in ("relu", "swiglu")] + [
+        rec(v, k, 1) for v in ("relu", "swiglu") for k in (1, 2)
+    ]
+    line = threads_line(by_seed)
+    assert "torch default threads: seed 0; 1 thread: seeds 1, 2" in line and "paired within a seed" in line
+    mixed = [rec("relu", 0, 0), rec("swiglu", 0, 1)]
+    assert "**seed 0 mixes thread counts**" in threads_line(mixed)
