@@ -11,8 +11,8 @@ The fall of a run is read off its training loss (logged every `trainer.log_every
 evaluated too rarely to place it): the first logged step at which the mean loss over the last FALL_WINDOW steps
 is at least FALL_DROP nats under the mean over the FALL_WINDOW steps before, and at least twice the previous
 window's drop (an acceleration, which the early, slowing descent never is), before the learning-rate decay
-begins (trainer.decay_fraction: the last 10% of training, where the decay itself lowers the loss). These constants were fixed on the
-reference study's default-corpus runs before any control run finished.
+begins (trainer.decay_fraction: the last 10% of training, where the decay itself lowers the loss). The rule and
+its constants were fixed on the reference study's default-corpus runs before any control run existed.
 
 Each (variant, seed) pairs its reference run (the default corpus) with its control run; the two corpora differ,
 so their figures are never pooled — only where each run's loss falls is compared.
