@@ -155,3 +155,20 @@ def test_committed_control_recomputes_from_its_records():
             falls += ["–" if fall is None else str(fall), passes]
         ffn, seed = run.name.rsplit("-s", 1)
         assert f"| {get_variant(ffn).paper_name} | {seed} | {' | '.join(falls)} |" in text
+
+
+def test_table1_reading_gives_each_variant_s_fall_step_when_any_run_falls():
+    from glu_study.reporting.table1 import fall_line
+
+    def run(ffn, seed, fall_at):
+        r = record(f"{ffn}-s{seed}", "g", 2.1)
+        r.ffn, r.seed, r.train_curve = ffn, seed, curve(fall_at)
+        return r
+
+    runs = [run("relu", 0, None), run("relu", 1, 1500), run("swiglu", 0, 1000), run("swiglu", 1, 1200)]
+    line = fall_line(runs, {"relu": None, "swiglu": None})
+    found = {r.name: fall_step(r.train_curve, decay_start(r)) for r in runs}
+    assert f"FFN_ReLU step {found['relu-s1']:,} (1 of 2 seeds)" in line
+    assert f"FFN_SwiGLU step {(found['swiglu-s0'] + found['swiglu-s1']) / 2:,.0f} (2 of 2 seeds)" in line
+    assert "before the decay (step 1,800;" in line
+    assert fall_line([run("relu", 0, None), run("swiglu", 0, None)], {"relu": None, "swiglu": None}) is None
