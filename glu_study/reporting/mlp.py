@@ -12,9 +12,8 @@ import numpy as np
 from glu_study.errors import DataError
 from glu_study.ffn import PAPER_VARIANTS, get_variant
 from glu_study.reporting.figures import pyplot, savefig
+from glu_study.reporting.table1 import ALPHA  # the one significance level of every report
 from glu_study.training.mlp import MLPResult
-
-ALPHA = 0.05
 
 
 def save_records(results: list[MLPResult], dataset: str, settings: str, path: Path) -> None:
@@ -48,7 +47,7 @@ def reading(results: list[MLPResult], variants: list[str]) -> str:
     verdict = (
         "**the variants are not told apart** on this task: it is too easy to rank them, which is why the "
         "pretraining study exists."
-        if not p < ALPHA
+        if not p < ALPHA  # (a NaN p, all accuracies equal, is not a difference either)
         else "the variants differ somewhere (the test does not say which; the pretraining study's paired "
         "comparisons do)."
     )

@@ -416,8 +416,8 @@ def threads_line(records: list[RunRecord]) -> str | None:
     mixed = [k for k, t in by_seed.items() if len(t) > 1]
     groups: dict[int, list[int]] = {}
     for k, t in by_seed.items():
-        if len(t) == 1:
-            groups.setdefault(t.pop(), []).append(k)
+        if k not in mixed:
+            groups.setdefault(min(t), []).append(k)
     said = "; ".join(
         f"{'torch default' if n == 0 else n} thread{'s' if n != 1 else ''}: seed{'s' if len(ks) > 1 else ''} "
         f"{', '.join(map(str, ks))}"
