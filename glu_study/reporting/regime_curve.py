@@ -86,6 +86,50 @@ def settles_from(curve: list[Budget], variant: str) -> Budget | None:
     return None
 
 
+def gap_spread(curve: list[Budget], variants: list[str]) -> tuple[float, int] | None:
+    """The pooled sd of per-seed gaps over every (budget, variant) with >= 2 seeds, and the fewest seeds a
+    budget's gap has (what a comparison of two budgets works with)."""
+    samples = [g for b in curve for v in variants if len(g := gaps(b, v)) > 1]
+    if not samples:
+        return None
+    sd = float(np.sqrt(np.mean([np.var(g, ddof=1) for g in samples])))
+    return sd, min(len(g) for g in samples)
+
+
+def power_line(curve: list[Budget], variants: list[str]) -> str | None:
+    """What "settles" can mean with these seeds: the smallest change in gap between two budgets that Welch's test
+    would call significant, and the one it would detect with 80% power (equal spreads assumed)."""
+    spread = gap_spread(curve, variants)
+    if spread is None or spread[0] == 0:
+        return None
+    from scipy import stats as st
+    from statsmodels.stats.power import TTestIndPower
+
+    sd, n = spread
+    significant = st.t.ppf(1 - ALPHA / 2, 2 * n - 2) * sd * np.sqrt(2 / n)
+    detected = TTestIndPower().solve_power(nobs1=n, alpha=ALPHA, power=0.8, alternative="two-sided") * sd
+    return (
+        f"- What {n} seeds can resolve along the curve: the per-seed gaps scatter with sd {sd:.4f} nats (pooled "
+        f"over budgets and variants), so two budgets' gaps must differ by more than {significant:.3f} nats to reach "
+        f'p < {ALPHA} and by {detected:.3f} to be found with 80% power. "Settles" means the later changes stay '
+        "below that size, not that the gap is shown constant." + paper_change_clause(significant)
+    )
+
+
+def paper_change(variant: str) -> float:
+    """The paper's change in `variant` − FFN_ReLU from its 65k-step column to its 524k-step one."""
+    return (TABLE1[variant][2] - TABLE1[BASELINE][2]) - (TABLE1[variant][0] - TABLE1[BASELINE][0])
+
+
+def paper_change_clause(significant: float) -> str:
+    change = paper_change("swiglu")
+    side = "below" if abs(change) < significant else "above"
+    return (
+        f" The paper's own FFN_SwiGLU change from 65k to 524k steps ({change:+.3f}) is {side} what these seeds "
+        "resolve."
+    )
+
+
 def _f(x: float | None, fmt: str = "+.4f") -> str:
     return "–" if x is None else f"{x:{fmt}}"
 
@@ -101,10 +145,10 @@ def curve_line(curve: list[Budget], variant: str) -> str:
     last, before = curve[-1], curve[-2]
     change, p = differs(gaps(before, variant), gaps(last, variant))
     where = (
-        f"it **settles from {start.tokens_per_param:.3g} tokens per parameter** ({start.steps} steps): no later "
+        f"It **settles from {start.tokens_per_param:.3g} tokens per parameter** ({start.steps} steps): no later "
         f"budget's gap differs from it (Welch p >= {ALPHA})"
         if start is not None
-        else "it **does not settle** within these budgets (a later budget still differs from each earlier one)"
+        else "It **does not settle** within these budgets (a later budget still differs from each earlier one)"
     )
     line = (
         f"- {name} − FFN_ReLU along the curve (tokens per parameter: paired Δ): {points}. {where}. From "
@@ -113,10 +157,10 @@ def curve_line(curve: list[Budget], variant: str) -> str:
     )
     if variant in TABLE1:
         short = TABLE1[variant][0] - TABLE1[BASELINE][0]
-        long = TABLE1[variant][2] - TABLE1[BASELINE][2]
         line += (
             f"; the paper's from its 65k-step column (~{PAPER_TOKENS_PER_PARAM:g} tokens per parameter) to its 524k "
-            f"(~{PAPER_LONG_TOKENS_PER_PARAM:g}): {short:+.3f} -> {long:+.3f}, a change of {long - short:+.3f}"
+            f"(~{PAPER_LONG_TOKENS_PER_PARAM:g}): {short:+.3f} -> {short + paper_change(variant):+.3f}, a change of "
+            f"{paper_change(variant):+.3f}"
         )
     return line + "."
 
@@ -160,6 +204,8 @@ def regime_curve_markdown(records: list[RunRecord], curve: list[Budget], title: 
     if floor is not None:
         w(f"| *unigram floor* | | {floor:.4f} |" + " |" * len(variants) + "\n")
     lines = [regime_line(curve, floor), *(curve_line(curve, v) for v in variants)]
+    if (power := power_line(curve, variants)) is not None:
+        lines.append(power)
     w("\n## Reading\n\n" + "\n".join(lines) + "\n")
     return out.getvalue()
 

@@ -114,6 +114,15 @@ def test_regime_curve_reading_recomputed_from_records():
     assert f"the gap changes by {change:+.4f} (Welch p {p:.2g})" in text
     assert "**settles from 26 tokens per parameter** (260 steps)" in text
     assert "-0.053 -> -0.041, a change of +0.012" in text
+    # what 3 seeds can resolve: pooled sd of per-seed gaps, Welch's threshold and 80%-power size (statsmodels)
+    from statsmodels.stats.power import TTestIndPower
+
+    sd = np.sqrt(np.mean([np.var(g, ddof=1) for g in per_seed.values()]))
+    threshold = st.t.ppf(0.975, 4) * sd * np.sqrt(2 / 3)
+    power = TTestIndPower().solve_power(nobs1=3, alpha=0.05, power=0.8) * sd
+    assert f"sd {sd:.4f} nats" in text
+    assert f"more than {threshold:.3f} nats to reach p < 0.05 and by {power:.3f}" in text
+    assert "change from 65k to 524k steps (+0.012) is below what these seeds resolve" in text
 
 
 @pytest.mark.slow
@@ -256,3 +265,58 @@ def test_table1_reading_says_when_thread_counts_differ_and_whether_within_a_seed
     assert "torch default threads: seed 0; 1 thread: seeds 1, 2" in line and "paired within a seed" in line
     mixed = [rec("relu", 0, 0), rec("swiglu", 0, 1)]
     assert "**seed 0 mixes thread counts**" in threads_line(mixed)
+
+
+def test_committed_regime_curve_numbers_recompute():
+    """reports/regime_curve: per budget, FFN_ReLU's mean and each variant's paired Δ, 95% CI and Holm p (over the
+    variants at that budget), and where each gap settles (Welch on per-seed gaps), recomputed from the records."""
+    import re
+
+    from statsmodels.stats.multitest import multipletests
+
+    from glu_study.ffn import get_variant
+    from tests.helpers import cells, numbers
+
+    runs, summaries = committed("regime_curve")
+    text = (runs.parent / "regime_curve.md").read_text()
+    final = {(s["ffn"], s["steps"], s["seed"]): s["eval/log_perplexity"] for s in summaries}
+    steps = sorted({s["steps"] for s in summaries})
+    variants = sorted({s["ffn"] for s in summaries} - {"relu"})
+    seeds = sorted({s["seed"] for s in summaries})
+    gap = {}
+    for n in steps:
+        base = np.array([final["relu", n, k] for k in seeds])
+        row = cells(text, str(n))
+        assert row[2] == f"{base.mean():.4f} ± {base.std(ddof=1):.4f} ({len(seeds)})"
+        ps = {}
+        for i, v in enumerate(variants):
+            d = np.array([final[v, n, k] for k in seeds]) - base
+            gap[v, n] = d
+            half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+            cell = row[3 + i]
+            assert numbers(cell)[:3] == [
+                round(d.mean(), 4),
+                round(d.mean() - half, 4),
+                round(d.mean() + half, 4),
+            ]
+            ps[v] = st.ttest_rel(d + base, base, alternative="less").pvalue
+        for v, adjusted in zip(
+            variants, multipletests([ps[v] for v in variants], method="holm")[1], strict=True
+        ):
+            printed = re.search(r"Holm p ([^)]+)\)", row[3 + variants.index(v)]).group(1)
+            assert float(printed) == pytest.approx(adjusted, rel=0.06)
+    for v in variants:
+        line = next(
+            ln for ln in text.splitlines() if ln.startswith(f"- {get_variant(v).paper_name} − FFN_ReLU")
+        )
+        start = next(
+            (
+                n
+                for i, n in enumerate(steps[:-1])
+                if all(
+                    st.ttest_ind(gap[v, m], gap[v, n], equal_var=False).pvalue >= 0.05 for m in steps[i + 1 :]
+                )
+            ),
+            None,
+        )
+        assert (f"({start} steps): no later" in line) if start else ("**does not settle**" in line)

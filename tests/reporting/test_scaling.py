@@ -315,3 +315,36 @@ def test_report_says_what_the_sweep_cost_from_recorded_wall_times(scaling_dir, r
     )
     expected = f"Compute: {total / 3600:.2f} hours of recorded run wall time in all ({parts})."
     assert expected in (report / "scaling.md").read_text().splitlines()
+
+
+def test_committed_scaling_regime_compares_sizes_at_equal_training_length():
+    """reports/scaling_regime: both sizes at the same tokens per parameter (recomputed), each size's FFN_SwiGLU row
+    recomputed from the records, and the size verdict from Welch's test on the per-seed advantages."""
+    committed = ROOT / "reports" / "scaling_regime"
+    if not (committed / "runs").is_dir():
+        pytest.skip("reports/scaling_regime not committed yet")
+    runs = summaries(committed / "runs")
+    text = (committed / "scaling.md").read_text()
+    ratio = lengths(runs)
+    assert max(ratio.values()) <= 1.1 * min(ratio.values())  # the report's equal-length tolerance
+    advantage = {}
+    for size in ratio:
+        seeds = sorted(k for m, v, k in runs if m == size and v == "relu")
+        final = {
+            v: np.array([runs[(size, v, k)]["eval/log_perplexity"] for k in seeds])
+            for v in ("relu", "swiglu")
+        }
+        mean, lo, hi, p = paired(final["swiglu"], final["relu"])
+        row = cells(text, size, "FFN_SwiGLU")
+        assert row[4] == f"{final['swiglu'].mean():.4f} ± {final['swiglu'].std(ddof=1):.4f} ({len(seeds)})"
+        assert numbers(row[5]) == [round(mean, 4), round(lo, 4), round(hi, 4)]
+        assert float(row[6]) == pytest.approx(p, rel=1e-2) and float(row[7]) == pytest.approx(p, rel=1e-2)
+        advantage[size] = final["relu"] - final["swiglu"]
+    small, large = sorted(ratio, key=lambda m: runs[(m, "relu", 0)]["non_embedding_params"])
+    diff = advantage[large].mean() - advantage[small].mean()
+    p = st.ttest_ind(advantage[large], advantage[small], equal_var=False).pvalue
+    line = next(ln for ln in text.splitlines() if ln.startswith("- FFN_SwiGLU − FFN_ReLU, paired"))
+    assert f"its advantage at {large} − at {small}: {diff:+.4f} (Welch p {p:.2g})" in line
+    bigger, smaller = (large, small) if diff > 0 else (small, large)
+    verdict = f"**larger at {bigger} than at {smaller}**" if p < 0.05 else f"**not resolved** between {small}"
+    assert verdict in line and "per doubling" not in line
