@@ -152,6 +152,22 @@ def verdict(ps: list[Pair]) -> str:
     return f"**not resolved**: the informative pairs disagree ({tally})."
 
 
+def threads_line(ps: list[Pair]) -> str:
+    """Whether each pair's two runs used one CPU thread count: the count changes a run's floating-point bits,
+    and the step of its fall with them (table1_regime_lr and table1_regime ran one cell both ways)."""
+    differ = [p for p in ps if p.reference.num_threads != p.control.num_threads]
+    if not differ:
+        return "- CPU threads: both runs of every pair used the same count (trainer.num_threads)."
+    said = ", ".join(
+        f"{get_variant(p.ffn).paper_name} seed {p.seed} ({p.reference.num_threads} / {p.control.num_threads})"
+        for p in differ
+    )
+    return (
+        f"- CPU threads: **{said} ran reference and control with different counts** (trainer.num_threads, 0 = "
+        "torch's default): the count changes the bits, so those pairs' falls differ by that noise too."
+    )
+
+
 def control_markdown(ps: list[Pair], control_group: str, reference_group: str) -> str:
     out = io.StringIO()
     w = out.write
@@ -180,6 +196,7 @@ def control_markdown(ps: list[Pair], control_group: str, reference_group: str) -
         f"- {verdict(ps)} A pair with no fall on the reference's corpus before the decay says nothing; one whose "
         "control shows no fall counts for the passes only if the passes put its fall past the decay's start. The "
         "step of a fall varies from seed to seed on one corpus too, so a pair is weak evidence alone.\n"
+        f"{threads_line(ps)}\n"
     )
     return out.getvalue()
 

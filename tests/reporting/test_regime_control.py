@@ -11,7 +11,7 @@ import pytest
 from glu_study.ffn import get_variant
 from glu_study.report import main as report_main
 from glu_study.reporting.records import RunRecord, read_run_dir
-from glu_study.reporting.regime_control import FALL_DROP, Pair, decay_start, fall_step, verdict
+from glu_study.reporting.regime_control import FALL_DROP, Pair, decay_start, fall_step, threads_line, verdict
 from tests.helpers import ROOT, run_cli, sweep
 
 
@@ -85,6 +85,15 @@ def test_the_verdict_needs_two_informative_pairs_that_agree():
     assert "changes the passes by only 1.05x" in verdict(
         [Pair("relu", s, ref, close, 1000, 1000) for s in (0, 1)]
     )
+
+
+def test_the_reading_names_pairs_whose_runs_used_different_thread_counts():
+    ref, ctl = record("r", "ref", 2.1), record("c", "ctl", 1.4)
+    assert "the same count" in threads_line([Pair("relu", 0, ref, ctl, 1000, 1000)])
+    two = record("r2", "ref", 2.1)
+    two.num_threads = 2
+    line = threads_line([Pair("relu", 0, ref, ctl, 1000, 1000), Pair("relu", 1, two, ctl, 1000, 1000)])
+    assert "**FFN_ReLU seed 1 (2 / 0) ran reference and control with different counts**" in line
 
 
 @pytest.mark.slow
