@@ -289,18 +289,27 @@ def claim_line(stats: dict[str, VariantStats]) -> str | None:
         f"{_name(v)} {_f(stats[v].paired_delta, '.4f', True)} (Holm p {_f(stats[v].p_holm, '.2g')})"
         for v in primary
     )
-    verdict = (
-        "**Holds.**"
-        if len(signif) == len(primary)
-        else "**Holds in direction only.**"
-        if len(lower) == len(primary)
-        else "**Does not hold here.**"
-    )
+    if len(signif) == len(primary):
+        verdict = "**Holds.**"
+    elif len(lower) == len(primary):
+        verdict = "**Holds in direction only.**"
+    else:
+        verdict = "**Does not hold here**: " + mixed_claim(primary, lower, signif) + "."
     return (
         f"- Paper: the GLU variants beat FFN_ReLU. Here, paired by seed, {len(lower)} of {len(primary)} primary "
         f"comparisons are lower than FFN_ReLU and {len(signif)} significantly after Holm's correction "
         f"(one-sided paired t-test, alpha {ALPHA}): {parts}. {verdict}"
     )
+
+
+def mixed_claim(primary: list[str], lower: list[str], signif: list[str]) -> str:
+    """Which of the primary comparisons the claim holds for, which point its way unresolved, which the other way."""
+    groups = (
+        (signif, f"it holds for {{}} (Holm p < {ALPHA})"),
+        ([v for v in lower if v not in signif], "{} lower but not resolved"),
+        ([v for v in primary if v not in lower], "{} not lower than FFN_ReLU"),
+    )
+    return "; ".join(text.format(", ".join(map(_name, vs))) for vs, text in groups if vs)
 
 
 def best_two_line(

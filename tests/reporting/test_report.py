@@ -272,3 +272,29 @@ def test_make_report_reproduces_committed_files(tmp_path):
         for name in generated:
             assert (out / name).read_bytes() == (study / name).read_bytes(), f"{study.name}/{name}"
     assert readme.read_bytes() == (ROOT / "README.md").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("deltas", "holm_ps", "verdict"),
+    [
+        ((-0.1, -0.1, -0.1, -0.1), (0.01, 0.01, 0.02, 0.03), "**Holds.**"),
+        ((-0.1, -0.1, -0.1, -0.1), (0.01, 0.2, 0.02, 0.03), "**Holds in direction only.**"),
+        (
+            (+0.3, -0.1, -0.2, -0.3),
+            (0.97, 0.58, 0.02, 0.02),
+            "**Does not hold here**: it holds for FFN_SwiGLU, FFN_ReGLU (Holm p < 0.05); FFN_GEGLU lower but not "
+            "resolved; FFN_Bilinear not lower than FFN_ReLU.",
+        ),
+    ],
+)
+def test_the_claim_verdict_says_which_gated_variants_it_holds_for(deltas, holm_ps, verdict):
+    """ "The GLU variants beat FFN_ReLU" holds when every primary comparison is resolved after Holm; otherwise the
+    reading names the variants it holds for, those lower but unresolved, and those on the other side."""
+    from glu_study.reporting.table1 import PRIMARY, VariantStats, claim_line
+
+    stats = {
+        v: VariantStats(v, 4, 1, 4.0, 0.1, paired_delta=d, p_holm=p)
+        for v, d, p in zip(PRIMARY, deltas, holm_ps, strict=True)
+    }
+    assert PRIMARY == ("bilinear", "geglu", "swiglu", "reglu")
+    assert claim_line(stats).endswith(verdict)
