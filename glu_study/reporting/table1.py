@@ -339,16 +339,27 @@ def best_two_line(
     )
 
 
+def equivalence_word(low: float, high: float) -> str:
+    """Where a 95% CI lies against the band ±EQUIVALENCE: inside it (within), wholly beyond it (lower or higher
+    by more than the band), or across its edge (neither shown)."""
+    if -EQUIVALENCE <= low and high <= EQUIVALENCE:
+        return "within"
+    if high < -EQUIVALENCE:
+        return f"lower by more than {EQUIVALENCE}"
+    if low > EQUIVALENCE:
+        return f"higher by more than {EQUIVALENCE}"
+    return "neither within nor beyond shown"
+
+
 def nongated_line(stats: dict[str, VariantStats]) -> str | None:
     parts = []
     for v in ("gelu", "swish"):
         s = stats.get(v)
         if s is None or s.ci_low is None:
             continue
-        inside = -EQUIVALENCE <= s.ci_low and s.ci_high <= EQUIVALENCE
         parts.append(
             f"{_name(v)} {_f(s.paired_delta, '.4f', True)} [{_f(s.ci_low, '.4f', True)}, {_f(s.ci_high, '.4f', True)}]"
-            + (" (within)" if inside else " (not shown to be within)")
+            f" ({equivalence_word(s.ci_low, s.ci_high)})"
         )
     if not parts:
         return None

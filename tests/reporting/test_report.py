@@ -298,3 +298,13 @@ def test_the_claim_verdict_says_which_gated_variants_it_holds_for(deltas, holm_p
     }
     assert PRIMARY == ("bilinear", "geglu", "swiglu", "reglu")
     assert claim_line(stats).endswith(verdict)
+
+
+def test_the_nongated_reading_places_each_ci_against_the_papers_band():
+    from glu_study.reporting.table1 import EQUIVALENCE, equivalence_word
+
+    assert EQUIVALENCE == 0.02
+    assert equivalence_word(-0.015, 0.01) == "within"
+    assert equivalence_word(-0.43, -0.03) == "lower by more than 0.02"
+    assert equivalence_word(0.021, 0.2) == "higher by more than 0.02"
+    assert equivalence_word(-0.43, 0.03) == "neither within nor beyond shown"
