@@ -135,8 +135,9 @@ def lr_reading(finals: dict[str, dict[float, list[float]]], baseline: str) -> li
             lines.append(
                 f"- {get_variant(v).paper_name} − FFN_ReLU at every plateau: "
                 + ", ".join(f"{g:+.4f}" for g in gaps)
-                + (" — the same sign at every rate" if same_sign else " — the sign depends on the rate")
-                + f"; its size depends on the rate: largest at plateau {widest:g}, smallest at {narrowest:g}."
+                + (" — the same sign at every rate" if same_sign else " — the sign differs between rates")
+                + f"; in these means (no test across rates) it is largest at plateau {widest:g}, smallest at "
+                f"{narrowest:g}."
             )
     return lines
 
