@@ -133,13 +133,16 @@ def test_report_bad_input(tmp_path):
 
 
 def test_report_refuses_to_pool_runs_that_saw_different_corpora(tmp_path):
-    """A run recorded before corpus fingerprints existed (a committed table1_cpu run) and a new one: different
-    corpora as far as the records can tell, so one error line naming the runs, exit 2, nothing written."""
-    import shutil
-
+    """A run recorded before corpus fingerprints existed (its summary without the field, as the first committed
+    studies were written) and a new one: different corpora as far as the records can tell, so one error line
+    naming the runs, exit 2, nothing written."""
     runs = tmp_path / "runs"
-    shutil.copytree(ROOT / "reports" / "table1_cpu" / "runs" / "relu-s0", runs / "relu-s0")
-    train(compose(TINY), runs / "swiglu-s1")
+    for name in ("relu-s0", "swiglu-s1"):
+        train(compose([*TINY, "trainer.max_steps=3"]), runs / name)
+    old = runs / "relu-s0" / "summary.json"
+    summary = json.loads(old.read_text())
+    del summary["corpus_fingerprint"]
+    old.write_text(json.dumps(summary))
     result = run_cli("glu_study.report", str(runs), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
