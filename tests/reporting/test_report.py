@@ -188,7 +188,7 @@ def test_committed_table1_is_complete_and_its_numbers_recompute(study):
     from statsmodels.stats.multitest import multipletests
 
     from glu_study.ffn import get_variant
-    from glu_study.reporting.table1 import PRIMARY
+    from glu_study.reporting.table1 import holm_family
 
     runs = ROOT / "reports" / study / "runs"
     if not runs.is_dir():
@@ -221,7 +221,7 @@ def test_committed_table1_is_complete_and_its_numbers_recompute(study):
         assert numbers(row[3]) == [round(d.mean(), 4), round(d.mean() - half, 4), round(d.mean() + half, 4)]
         ps[v] = st.ttest_rel(x[v], x["relu"], alternative="less").pvalue
         assert float(row[4]) == pytest.approx(ps[v], rel=1e-2)
-    family = [v for v in PRIMARY if v in ps]
+    family = [v for v in holm_family(params["ffn"]) if v in ps]  # the primary claims and any extra row
     for v, adjusted in zip(family, multipletests([ps[v] for v in family], method="holm")[1], strict=True):
         assert float(cells(table, get_variant(v).paper_name)[5]) == pytest.approx(adjusted, rel=1e-2)
 
@@ -311,3 +311,32 @@ def test_the_nongated_reading_places_each_ci_against_the_papers_band():
     assert equivalence_word(-0.43, -0.03) == "lower by more than 0.02"
     assert equivalence_word(0.021, 0.2) == "higher by more than 0.02"
     assert equivalence_word(-0.43, 0.03) == "neither within nor beyond shown"
+
+
+def test_best_two_is_a_claim_about_the_papers_variants_only():
+    """An extra row without a paper figure (FFN_Maxout) lowest of all takes no place in "the best two": the two
+    lowest paper variants are compared (2nd vs 3rd among them), and the seed resamples count the top pair among
+    the paper's variants alone."""
+    from glu_study.reporting.records import RunRecord
+    from glu_study.reporting.table1 import best_two_line, compute_stats, seed_bootstrap
+
+    finals = {
+        "maxout": [3.0, 3.1, 3.05, 3.02],
+        "swiglu": [4.00, 4.02, 4.01, 4.00],
+        "geglu": [4.05, 4.06, 4.04, 4.05],
+        "relu": [4.50, 4.52, 4.49, 4.51],
+    }
+    records = [
+        RunRecord(f"{v}-s{k}", v, k, "t5_tiny", "table1_cpu", 1, 1, 1, 900, 9, f, None, None)
+        for v, fs in finals.items()
+        for k, f in enumerate(fs)
+    ]
+    boot = seed_bootstrap(records)
+    line = best_two_line(records, compute_stats(records), boot)
+    p = st.ttest_rel(finals["geglu"], finals["relu"], alternative="less").pvalue
+    assert "Our two lowest means among the paper's variants: FFN_SwiGLU, FFN_GEGLU " in line
+    assert f"2nd vs 3rd (FFN_GEGLU − FFN_ReLU) -0.4550, paired one-sided p {p:.2g}" in line
+    assert "GEGLU and SwiGLU are the two best in 100% of seed resamples" in line
+    assert line.endswith("**Holds.**")
+    assert boot.top_two == {frozenset(("geglu", "swiglu")): pytest.approx(1.0)}
+    assert boot.rank_low["maxout"] == 1  # the row keeps its own rank in the table
