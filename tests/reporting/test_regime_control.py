@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from glu_study.ffn import get_variant
@@ -151,10 +152,13 @@ def test_committed_control_recomputes_from_its_records():
     study = ROOT / "reports" / "regime_control"
     if not (study / "runs").is_dir():
         pytest.skip("reports/regime_control not committed yet")
+    from scipy import stats as st
+
     text = (study / "regime_control.md").read_text()
     control = study / "runs" / "regime_control"
+    log_ratio, log_passes = [], []  # over the pairs with a fall on both corpora
     for run in sorted(control.iterdir()):
-        falls = []
+        falls, found, epochs = [], [], []
         for side in (study / "runs" / "table1_regime" / run.name, run):
             s = json.loads((side / "summary.json").read_text())
             trainer = yaml.safe_load((side / "config.yaml").read_text())["trainer"]
@@ -162,8 +166,22 @@ def test_committed_control_recomputes_from_its_records():
             fall = independent_fall(metrics, (1 - trainer["decay_fraction"]) * s["steps"])
             passes = "–" if fall is None else f"{s['data_epochs'] * fall / s['steps']:.2f}"
             falls += ["–" if fall is None else str(fall), passes]
+            found.append(fall)
+            epochs.append(s["data_epochs"])
         ffn, seed = run.name.rsplit("-s", 1)
         assert f"| {get_variant(ffn).paper_name} | {seed} | {' | '.join(falls)} |" in text
+        if None not in found:
+            log_ratio.append(np.log(found[1] / found[0]))
+            log_passes.append(np.log(epochs[0] / epochs[1]))
+    r, lp = np.array(log_ratio), np.array(log_passes)
+    half = st.t.ppf(0.975, len(r) - 1) * r.std(ddof=1) / np.sqrt(len(r))
+    assert (
+        f"Over the {len(r)} pairs with a fall on both corpora, the control's fall comes at {np.exp(r.mean()):.2f}x "
+        f"the reference's step (geometric mean; 95% CI [{np.exp(r.mean() - half):.2f}, "
+        f"{np.exp(r.mean() + half):.2f}]x, t over pairs). The step count predicts 1x (two-sided p "
+        f"{st.ttest_1samp(r, 0).pvalue:.2g}), the passes {np.exp(lp.mean()):.2f}x (p "
+        f"{st.ttest_1samp(r - lp, 0).pvalue:.2g})"
+    ) in text
 
 
 def test_table1_reading_gives_each_variant_s_fall_step_when_any_run_falls():
@@ -181,3 +199,28 @@ def test_table1_reading_gives_each_variant_s_fall_step_when_any_run_falls():
     assert f"FFN_SwiGLU step {(found['swiglu-s0'] + found['swiglu-s1']) / 2:,.0f} (2 of 2 seeds)" in line
     assert "before the decay (step 1,800;" in line
     assert fall_line([run("relu", 0, None), run("swiglu", 0, None)], {"relu": None, "swiglu": None}) is None
+
+
+def test_the_ratio_test_over_pairs_rejects_the_prediction_the_falls_miss():
+    """log(control fall / reference fall) over the pairs with both falls, t-tested against 0 (the step count) and
+    against log(passes ratio) (the passes); pairs missing a fall are left out, fewer than two give no line."""
+    from scipy import stats as st
+
+    from glu_study.reporting.regime_control import ratio_line
+
+    ref, ctl = record("r", "ref", 2.1), record("c", "ctl", 1.4)  # the passes predict 1.5x
+    at_steps = [Pair("relu", s, ref, ctl, 1000, c) for s, c in enumerate((980, 1050, 1010, 940))]
+    line = ratio_line([*at_steps, Pair("relu", 9, ref, ctl, None, 1200)])
+    r = np.log(np.array([980, 1050, 1010, 940]) / 1000)
+    half = st.t.ppf(0.975, 3) * r.std(ddof=1) / 2
+    assert line.startswith("- Over the 4 pairs with a fall on both corpora, the control's fall comes at ")
+    assert f"{np.exp(r.mean()):.2f}x the reference's step" in line
+    assert f"95% CI [{np.exp(r.mean() - half):.2f}, {np.exp(r.mean() + half):.2f}]x" in line
+    assert f"1x (two-sided p {st.ttest_1samp(r, 0).pvalue:.2g})" in line
+    assert f"the passes 1.50x (p {st.ttest_1samp(r - np.log(1.5), 0).pvalue:.2g})" in line
+    assert "**rejects the passes** and is consistent with the step count" in line
+    at_passes = [Pair("relu", s, ref, ctl, 1000, c) for s, c in enumerate((1480, 1530, 1500, 1470))]
+    assert "**rejects the step count** and is consistent with the passes" in ratio_line(at_passes)
+    spread = [Pair("relu", s, ref, ctl, 1000, c) for s, c in enumerate((700, 1900))]
+    assert "**rejects neither**" in ratio_line(spread)
+    assert ratio_line([at_steps[0], Pair("relu", 5, ref, ctl, 1000, None)]) is None
