@@ -206,9 +206,8 @@ def test_a_challenger_is_a_table1_row_with_its_holm_p(tmp_path):
     from scipy import stats as st
     from statsmodels.stats.multitest import multipletests
 
-    from glu_study.reporting.records import RunRecord
     from glu_study.reporting.table1 import write_table1
-    from tests.helpers import cells, numbers
+    from tests.helpers import cells, final_records, numbers
 
     VARIANTS["mine"] = get_variant("relu").__class__("mine", "FFN_mine", "mine", True)
     finals = {
@@ -216,11 +215,7 @@ def test_a_challenger_is_a_table1_row_with_its_holm_p(tmp_path):
         "swiglu": [4.40, 4.43, 4.41, 4.40],
         "mine": [4.46, 4.50, 4.45, 4.47],
     }
-    records = [
-        RunRecord(f"{v}-s{k}", v, k, "t5_tiny", "compare_cpu", 1, 1, 1, 900, 9, f, None, None)
-        for v, fs in finals.items()
-        for k, f in enumerate(fs)
-    ]
+    records = final_records(finals, "compare_cpu")
     stats = write_table1(records, tmp_path, "compare_cpu")
     ps = {v: st.ttest_rel(finals[v], finals["relu"], alternative="less").pvalue for v in ("swiglu", "mine")}
     holm = dict(zip(ps, multipletests(list(ps.values()), method="holm")[1], strict=True))

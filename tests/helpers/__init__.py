@@ -26,6 +26,17 @@ TINY = [
 ]
 
 
+def final_records(finals: dict[str, list[float]], group: str) -> list:
+    """Synthetic run records for the statistics: each variant's final figure per seed (seed = list index)."""
+    from glu_study.reporting.records import RunRecord
+
+    return [
+        RunRecord(f"{v}-s{k}", v, k, "t5_tiny", group, 1, 1, 1, 900, 9, f, None, None)
+        for v, fs in finals.items()
+        for k, f in enumerate(fs)
+    ]
+
+
 def run_cli(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m ...` in a child process (from the repository root unless cwd= says), capturing output."""
     kwargs.setdefault("cwd", ROOT)

@@ -17,7 +17,17 @@ from scipy import stats as st
 from glu_study.config import compose
 from glu_study.report import main as report_main
 from glu_study.train import train
-from tests.helpers import ROOT, TINY, assert_trained_by, cells, numbers, preset_sweep, run_cli, sweep
+from tests.helpers import (
+    ROOT,
+    TINY,
+    assert_trained_by,
+    cells,
+    final_records,
+    numbers,
+    preset_sweep,
+    run_cli,
+    sweep,
+)
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +327,6 @@ def test_best_two_is_a_claim_about_the_papers_variants_only():
     """An extra row without a paper figure (FFN_Maxout) lowest of all takes no place in "the best two": the two
     lowest paper variants are compared (2nd vs 3rd among them), and the seed resamples count the top pair among
     the paper's variants alone."""
-    from glu_study.reporting.records import RunRecord
     from glu_study.reporting.table1 import best_two_line, compute_stats, seed_bootstrap
 
     finals = {
@@ -326,11 +335,7 @@ def test_best_two_is_a_claim_about_the_papers_variants_only():
         "geglu": [4.05, 4.06, 4.04, 4.05],
         "relu": [4.50, 4.52, 4.49, 4.51],
     }
-    records = [
-        RunRecord(f"{v}-s{k}", v, k, "t5_tiny", "table1_cpu", 1, 1, 1, 900, 9, f, None, None)
-        for v, fs in finals.items()
-        for k, f in enumerate(fs)
-    ]
+    records = final_records(finals, "table1_cpu")
     boot = seed_bootstrap(records)
     line = best_two_line(records, compute_stats(records), boot)
     p = st.ttest_rel(finals["geglu"], finals["relu"], alternative="less").pvalue
