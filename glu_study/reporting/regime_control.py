@@ -30,11 +30,10 @@ import numpy as np
 from glu_study.errors import DataError
 from glu_study.ffn import get_variant
 from glu_study.reporting.figures import finish, pyplot
-from glu_study.reporting.records import RunRecord, check_one_corpus
+from glu_study.reporting.records import RunRecord, check_one_corpus, unigram_floor
 
 FALL_WINDOW = 100  # steps
 FALL_DROP = 0.1  # nats of training loss between consecutive windows
-ALPHA = 0.05  # the tests over pairs
 MIN_PASSES_RATIO = 1.2  # corpora closer in size than this cannot tell the two explanations apart
 
 
@@ -160,14 +159,16 @@ def ratio_line(ps: list[Pair]) -> str | None:
     noise moves both falls, which is what the t interval carries."""
     from scipy import stats as st
 
+    from glu_study.reporting.table1 import ALPHA  # here: table1 reads this module's fall rule
+
     both = [p for p in ps if p.ref_fall is not None and p.ctrl_fall is not None]
     if len(both) < 2:
         return None
     r = np.array([math.log(p.ctrl_fall / p.ref_fall) for p in both])
     lp = np.array([math.log(p.passes_ratio) for p in both])
-    n, half = len(r), float(st.t.ppf(0.975, len(r) - 1) * r.std(ddof=1) / math.sqrt(len(r)))
-    p_steps = float(st.ttest_1samp(r, 0.0).pvalue)
-    p_passes = float(st.ttest_1samp(r - lp, 0.0).pvalue)
+    steps = st.ttest_1samp(r, 0.0)
+    low, high = steps.confidence_interval(0.95)
+    p_steps, p_passes = float(steps.pvalue), float(st.ttest_1samp(r - lp, 0.0).pvalue)
     said = {
         (False, True): "**rejects the passes** and is consistent with the step count",
         (True, False): "**rejects the step count** and is consistent with the passes",
@@ -175,12 +176,20 @@ def ratio_line(ps: list[Pair]) -> str | None:
         (False, False): "**rejects neither**",
     }[(p_steps < ALPHA, p_passes < ALPHA)]
     return (
-        f"- Over the {n} pairs with a fall on both corpora, the control's fall comes at "
-        f"{math.exp(r.mean()):.2f}x the reference's step (geometric mean; 95% CI [{math.exp(r.mean() - half):.2f}, "
-        f"{math.exp(r.mean() + half):.2f}]x, t over pairs). The step count predicts 1x (two-sided p {p_steps:.2g}), "
+        f"- Over the {len(r)} pairs with a fall on both corpora, the control's fall comes at "
+        f"{math.exp(r.mean()):.2f}x the reference's step (geometric mean; 95% CI [{math.exp(low):.2f}, "
+        f"{math.exp(high):.2f}]x, t over pairs). The step count predicts 1x (two-sided p {p_steps:.2g}), "
         f"the passes {math.exp(lp.mean()):.2f}x (p {p_passes:.2g}): the test {said} (alpha {ALPHA}; added after the "
         "control ran, beside the pair rule fixed before it)."
     )
+
+
+def floor_line(ps: list[Pair], side: str) -> str:
+    """Each corpus's regime line (Table 1's): its own held-out set, its own unigram floor, FFN_ReLU's margin."""
+    from glu_study.reporting.table1 import regime_line  # here: table1 reads this module's fall rule
+
+    runs = [getattr(p, side) for p in ps]
+    return regime_line(runs, unigram_floor(runs), label=f"Regime, the {side}'s corpus ({runs[0].group})")
 
 
 def threads_line(ps: list[Pair]) -> str:
@@ -230,6 +239,7 @@ def control_markdown(ps: list[Pair], control_group: str, reference_group: str) -
         "step of a fall varies from seed to seed on one corpus too, so a pair is weak evidence alone.\n"
         + (f"{line}\n" if (line := ratio_line(ps)) else "")
         + f"{threads_line(ps)}\n"
+        + "".join(f"{floor_line(ps, side)}\n" for side in ("reference", "control"))
     )
     return out.getvalue()
 

@@ -173,6 +173,15 @@ def test_committed_control_recomputes_from_its_records():
         if None not in found:
             log_ratio.append(np.log(found[1] / found[0]))
             log_passes.append(np.log(epochs[0] / epochs[1]))
+    for group in ("table1_regime", "regime_control"):  # each corpus's own floor and FFN_ReLU's worst margin
+        summaries = [json.loads(p.read_text()) for p in (study / "runs" / group).glob("*/summary.json")]
+        floor = {s["eval/unigram_floor"] for s in summaries}.pop()
+        margin = floor - max(s["eval/log_perplexity"] for s in summaries if s["ffn"] == "relu")
+        assert margin >= 0.3
+        assert (
+            f"scores {floor:.4f} on this held-out set" in text
+            and f"at least {margin:.3f} nats under it" in text
+        )
     r, lp = np.array(log_ratio), np.array(log_passes)
     half = st.t.ppf(0.975, len(r) - 1) * r.std(ddof=1) / np.sqrt(len(r))
     assert (
