@@ -7,12 +7,8 @@ on a larger corpus (data=embedded_large), which those steps pass over fewer time
 re-reading its data, it comes later in steps there, at the same number of passes; if it belongs to the
 optimisation (the step count, the schedule), at the same step.
 
-The fall of a run is read off its training loss (logged every `trainer.log_every` steps; the held-out figure is
-evaluated too rarely to place it): the first logged step at which the mean loss over the last FALL_WINDOW steps
-is at least FALL_DROP nats under the mean over the FALL_WINDOW steps before, and at least twice the previous
-window's drop (an acceleration, which the early, slowing descent never is), before the learning-rate decay
-begins (trainer.decay_fraction: the last 10% of training, where the decay itself lowers the loss). The rule and
-its constants were fixed on the reference study's default-corpus runs before any control run existed.
+The fall of a run is read by glu_study.reporting.falls (its rule and constants were fixed on the reference
+study's default-corpus runs before any control run existed).
 
 Each (variant, seed) pairs its reference run (the default corpus) with its control run; the two corpora differ,
 so their figures are never pooled — only where each run's loss falls is compared.
@@ -29,38 +25,12 @@ import numpy as np
 
 from glu_study.errors import DataError
 from glu_study.ffn import get_variant
+from glu_study.reporting.falls import FALL_DROP, FALL_WINDOW, decay_start, fall_step
 from glu_study.reporting.figures import finish, pyplot
 from glu_study.reporting.records import RunRecord, check_one_corpus, unigram_floor
+from glu_study.reporting.table1 import ALPHA, regime_line
 
-FALL_WINDOW = 100  # steps
-FALL_DROP = 0.1  # nats of training loss between consecutive windows
 MIN_PASSES_RATIO = 1.2  # corpora closer in size than this cannot tell the two explanations apart
-
-
-def decay_start(run: RunRecord) -> float:
-    """The step where the schedule's final linear decay begins (trainer.decay_fraction)."""
-    return (1 - run.decay_fraction) * run.steps
-
-
-def fall_step(curve: list[tuple[int, float]], before: float) -> int | None:
-    """The first logged step of the late fall (see the module's docstring) before step `before` (the decay's
-    start), or None."""
-    s = np.array([a for a, _ in curve], dtype=float)
-    loss = np.array([b for _, b in curve], dtype=float)
-    w = FALL_WINDOW
-
-    def mean(lo: float, hi: float) -> float:
-        inside = loss[(s > lo) & (s <= hi)]
-        return float(inside.mean()) if inside.size else math.nan
-
-    for step in s:
-        if step < 3 * w or step >= before:
-            continue
-        drop = mean(step - 2 * w, step - w) - mean(step - w, step)
-        previous = mean(step - 3 * w, step - 2 * w) - mean(step - 2 * w, step - w)
-        if drop >= FALL_DROP and drop >= 2 * previous:
-            return int(step)
-    return None
 
 
 @dataclass
@@ -159,8 +129,6 @@ def ratio_line(ps: list[Pair]) -> str | None:
     noise moves both falls, which is what the t interval carries."""
     from scipy import stats as st
 
-    from glu_study.reporting.table1 import ALPHA  # here: table1 reads this module's fall rule
-
     both = [p for p in ps if p.ref_fall is not None and p.ctrl_fall is not None]
     if len(both) < 2:
         return None
@@ -186,8 +154,6 @@ def ratio_line(ps: list[Pair]) -> str | None:
 
 def floor_line(ps: list[Pair], side: str) -> str:
     """Each corpus's regime line (Table 1's): its own held-out set, its own unigram floor, FFN_ReLU's margin."""
-    from glu_study.reporting.table1 import regime_line  # here: table1 reads this module's fall rule
-
     runs = [getattr(p, side) for p in ps]
     return regime_line(runs, unigram_floor(runs), label=f"Regime, the {side}'s corpus ({runs[0].group})")
 

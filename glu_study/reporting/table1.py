@@ -17,9 +17,9 @@ import numpy as np
 
 from glu_study.ffn import get_variant, paper_order
 from glu_study.paper import SOURCE, TABLE1
+from glu_study.reporting.falls import decay_start, fall_step
 from glu_study.reporting.figures import plot_curves, plot_ranking
 from glu_study.reporting.records import METRIC, RunRecord, unigram_floor
-from glu_study.reporting.regime_control import decay_start, fall_step
 
 # The paper's claim, "GLU variants improve the Transformer", is tested on the four gated variants with a
 # non-trivial or identity gate that the paper recommends; GLU (sigmoid), GELU and Swish get CIs and plain p-values.
@@ -462,7 +462,7 @@ def threads_line(records: list[RunRecord]) -> str | None:
 
 
 def fall_line(records: list[RunRecord], stats: dict[str, VariantStats]) -> str | None:
-    """When each variant's training loss falls late in training (regime_control's rule), if any run's does."""
+    """When each variant's training loss falls late in training (glu_study.reporting.falls), if any run's does."""
     falls = {r.name: fall_step(r.train_curve, decay_start(r)) for r in records}
     if not any(f is not None for f in falls.values()):
         return None
@@ -475,7 +475,7 @@ def fall_line(records: list[RunRecord], stats: dict[str, VariantStats]) -> str |
     start = {f"{decay_start(r):,.0f}" for r in records}
     return (
         f"- Late fall of the training loss before the decay (step {', '.join(sorted(start))}; the rule of "
-        f"glu_study.reporting.regime_control), median step over the seeds where it came: {'; '.join(parts)}. "
+        f"glu_study.reporting.falls), median step over the seeds where it came: {'; '.join(parts)}. "
         "A run whose loss falls earlier has longer to descend before the last evaluation, so at this length the "
         "final figures partly measure when the fall came."
     )

@@ -11,8 +11,9 @@ import pytest
 
 from glu_study.ffn import get_variant
 from glu_study.report import main as report_main
+from glu_study.reporting.falls import FALL_DROP, decay_start, fall_step
 from glu_study.reporting.records import RunRecord, read_run_dir
-from glu_study.reporting.regime_control import FALL_DROP, Pair, decay_start, fall_step, threads_line, verdict
+from glu_study.reporting.regime_control import Pair, threads_line, verdict
 from tests.helpers import ROOT, run_cli, sweep
 
 
