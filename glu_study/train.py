@@ -215,6 +215,7 @@ def derived_figures(cfg, variant: Variant, data: PretrainData, model) -> dict:
         "test_ngram_overlap": data.test_overlap(),
         "corpus_fingerprint": data.info.corpus_fingerprint,
         "corpus_sources": data.info.corpus_sources,
+        "tokenizer_fingerprint": data.info.tokenizer_fingerprint,
     }
 
 
@@ -244,6 +245,7 @@ def run_summary(
         "eval/test_ngram_overlap": round(derived["test_ngram_overlap"], 4),
         "corpus_fingerprint": derived["corpus_fingerprint"],
         "corpus_sources": derived["corpus_sources"],
+        "tokenizer_fingerprint": derived["tokenizer_fingerprint"],
         "train/tokens_per_s": state.tokens_per_s,
         "wall_s": round(state.wall_s, 3),
         "world_size": info.world_size,

@@ -20,7 +20,7 @@ from glu_study.data.tokenizer import tokenizer_id, train_tokenizer
 from glu_study.files import build_lock, fingerprint
 
 SPLITS = ("train", "heldout")
-NOT_PREPARATION = ("cache_dir", "num_proc", "tokenizer_threads", "eval_examples", "val_examples", "eval_seed")
+NOT_PREPARATION = ("cache_dir", "num_proc", "eval_examples", "val_examples", "eval_seed")
 
 
 @dataclass(frozen=True)

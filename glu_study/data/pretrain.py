@@ -22,7 +22,7 @@ from glu_study.data.spans import (
     span_corrupt,
     validate_span_settings,
 )
-from glu_study.data.tokenizer import tokenizer_id
+from glu_study.data.tokenizer import tokenizer_fingerprint, tokenizer_id
 from glu_study.errors import DataError
 from glu_study.files import fingerprint, write_json_atomic
 
@@ -86,6 +86,7 @@ class DataInfo:
     corpus_dir: str
     corpus_fingerprint: str  # the first 16 hex digits of the corpus files' SHA-256
     corpus_sources: list  # [{"name", "version"}, ...] the corpus was built from, and the Python that read it
+    tokenizer_fingerprint: str  # the first 16 hex digits of spiece.model's SHA-256
 
 
 class PretrainData:
@@ -142,13 +143,14 @@ class PretrainData:
             spiece_model=str(spiece_model),
             corpus_dir=str(corpus_dir),
             **corpus_identity(corpus_dir, cfg.source),
+            tokenizer_fingerprint=tokenizer_fingerprint(spiece_model),
         )
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
         self._eval_pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         log(
             f"data: {cfg.source} corpus {len(train):,} train / {len(held):,} held-out tokens, vocab "
             f"{self.vocab_size:,}, {self.raw_length} raw -> {cfg.inputs_length}/{self.targets_length} tokens, "
-            f"corpus {self.info.corpus_fingerprint}"
+            f"corpus {self.info.corpus_fingerprint}, tokenizer {self.info.tokenizer_fingerprint}"
         )
 
     def _example(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

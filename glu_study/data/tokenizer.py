@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 from pathlib import Path
 
 from glu_study.data.corpora import read_texts
@@ -13,7 +14,29 @@ from glu_study.data.spans import EOS_ID, PAD_ID, UNK_ID
 from glu_study.errors import DataError
 from glu_study.files import atomic_dir, fingerprint
 
-SPM_SEED = 20200212
+SPM_SEED = 20200212  # the sentence sample's seed
+TOKENIZER_VERSION = 2  # 2: the sample drawn by sample_sentences (1: by SentencePiece, not reproducible)
+
+
+def sample_sentences(train_jsonl: Path, limit: int) -> list[str]:
+    """The training split's non-empty lines, or `limit` of them drawn uniformly (reservoir sampling, one pass,
+    memory for `limit` lines) with a fixed seed, kept in corpus order: the same file gives the same sample."""
+    rng = random.Random(SPM_SEED)
+    kept: list[tuple[int, str]] = []
+    seen = 0
+    for text in read_texts(train_jsonl):
+        for line in text.split("\n"):
+            line = line.strip()
+            if not line:
+                continue
+            if len(kept) < limit:
+                kept.append((seen, line))
+            else:
+                j = rng.randrange(seen + 1)
+                if j < limit:
+                    kept[j] = (seen, line)
+            seen += 1
+    return [line for _, line in sorted(kept)]
 
 
 def train_tokenizer(corpus_dir: Path, cfg) -> Path:
@@ -26,24 +49,27 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
 
     if cfg.get("tokenizer_path"):
         return existing_tokenizer(Path(cfg.tokenizer_path))
-    key = fingerprint("spm", corpus_dir.name, cfg.vocab_size, cfg.tokenizer_max_sentences, SPM_SEED)
+    key = fingerprint(
+        "spm",
+        TOKENIZER_VERSION,
+        corpus_dir.name,
+        cfg.vocab_size,
+        cfg.tokenizer_max_sentences,
+        cfg.tokenizer_threads,
+    )
     final = Path(cfg.cache_dir) / "tokenizer" / f"spm-{key}"
     if (final / "spiece.model").exists():
         return final / "spiece.model"
 
-    def sentences():
-        for text in read_texts(corpus_dir / "train.jsonl"):
-            for line in text.split("\n"):
-                if line.strip():
-                    yield line.strip()
-
     model = io.BytesIO()
-    # SentencePiece samples and shuffles input sentences with a random seed of its own: fix it, so the same
-    # corpus and settings always give the same tokenizer (and so the same token stream and eval set).
-    spm.set_random_generator_seed(SPM_SEED)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences(),
+            # The sample is drawn here, not by SentencePiece: its own sampling and shuffling gave a different
+            # model in every fresh process whatever spm.set_random_generator_seed said (the seed is
+            # thread-local), so the same corpus gave another token stream, unigram floor and test set on
+            # every new machine. Given the same sentences in the same order and the same thread count,
+            # its training is deterministic.
+            sentence_iterator=iter(sample_sentences(corpus_dir / "train.jsonl", cfg.tokenizer_max_sentences)),
             model_writer=model,
             model_type="unigram",
             vocab_size=cfg.vocab_size,
@@ -52,9 +78,9 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
             unk_id=UNK_ID,
             bos_id=-1,
             character_coverage=0.9995,
-            input_sentence_size=cfg.tokenizer_max_sentences,
-            shuffle_input_sentence=True,
-            num_threads=cfg.tokenizer_threads,
+            input_sentence_size=0,  # every sentence given: the sample above
+            shuffle_input_sentence=False,
+            num_threads=cfg.tokenizer_threads,  # part of the model: the EM sums per thread (so part of the key)
             minloglevel=2,
         )
     except RuntimeError as e:  # e.g. a vocabulary larger than the corpus supports
@@ -82,11 +108,16 @@ def existing_tokenizer(path: Path) -> Path:
     return path.resolve()
 
 
+def tokenizer_fingerprint(spiece_model: Path) -> str:
+    """The first 16 hex digits of the model file's SHA-256: what a run tokenised with, whoever trained it."""
+    return hashlib.sha256(Path(spiece_model).read_bytes()).hexdigest()[:16]
+
+
 def tokenizer_id(spiece_model: Path) -> str:
     """A name for the tokenizer in cache keys: its cache entry's, or the content hash of a user's model file."""
     if spiece_model.parent.name.startswith("spm-"):
         return spiece_model.parent.name
-    return "file-" + hashlib.sha256(spiece_model.read_bytes()).hexdigest()[:16]
+    return "file-" + tokenizer_fingerprint(spiece_model)
 
 
 def load_hf_tokenizer(spiece_model: str | Path):

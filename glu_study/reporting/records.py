@@ -48,6 +48,7 @@ class RunRecord:
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train/loss) every log_every
     decay_fraction: float = 0.0  # the schedule's final linear decay, as a share of the steps (0: none)
     num_threads: int = 0  # trainer.num_threads: torch's CPU threads (0: torch's default, one per core)
+    tokenizer_fingerprint: str | None = None  # spiece.model's content hash (recorded since 2026-12-02)
 
 
 def plateau_of(trainer) -> float | None:
@@ -91,6 +92,7 @@ def run_record(
         train_curve=list(train_curve),
         decay_fraction=float(trainer.get("decay_fraction", 0.0)) if trainer is not None else 0.0,
         num_threads=int(trainer.get("num_threads", 0)) if trainer is not None else 0,
+        tokenizer_fingerprint=summary.get("tokenizer_fingerprint"),
     )
 
 
@@ -135,17 +137,23 @@ def curve_of(events: list[dict], metric: str) -> list[tuple[int, float]]:
 
 
 def check_one_corpus(runs: list[RunRecord]) -> None:
-    """Runs are pooled only when they saw the same corpus: a DataError naming the runs of each fingerprint
-    otherwise (records from before fingerprints were recorded count as one "unrecorded" corpus)."""
+    """Runs are pooled only when they saw the same token stream, the same corpus tokenised by the same
+    tokenizer: a DataError naming the runs of each (corpus, tokenizer) otherwise. Records from before a
+    fingerprint was recorded count as one "unrecorded" corpus or tokenizer."""
     by_corpus: dict[str, list[str]] = {}
     for r in runs:
-        by_corpus.setdefault(r.corpus_fingerprint or "unrecorded", []).append(r.name)
+        key = r.corpus_fingerprint or "unrecorded"
+        if r.tokenizer_fingerprint:
+            key += f" (tokenizer {r.tokenizer_fingerprint})"
+        by_corpus.setdefault(key, []).append(r.name)
     if len(by_corpus) > 1:
         listed = "; ".join(
             f"{fp}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''} ({len(names)} runs)"
             for fp, names in sorted(by_corpus.items())
         )
-        raise DataError(f"these runs saw different corpora, so they cannot be pooled in one study: {listed}")
+        raise DataError(
+            f"these runs saw different corpora or tokenizers, so they cannot be pooled in one study: {listed}"
+        )
 
 
 def unigram_floor(records: list[RunRecord]) -> float | None:

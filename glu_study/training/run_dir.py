@@ -135,7 +135,10 @@ NOT_COMPARED = {
     "cache_dir",
     "challenger",
 }  # the challenger's settings are compared in `ffn`
-DATA_NOT_COMPARED = {"cache_dir", "tokenizer_threads", "num_proc"}  # where the cache lives, who builds it
+DATA_NOT_COMPARED = {
+    "cache_dir",
+    "num_proc",
+}  # where the cache lives, who builds it (tokenizer_threads: part of the tokenizer)
 
 
 def comparable(cfg: dict) -> dict:

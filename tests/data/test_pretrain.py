@@ -114,15 +114,38 @@ def test_tokenizer_vocab_too_large_is_a_clear_error(tmp_path):
     )
 
 
-def test_tokenizer_training_is_deterministic(tmp_path, tiny_data):
-    """Same corpus and settings -> byte-identical spiece.model (SentencePiece's sampling seed is fixed)."""
+def test_tokenizer_training_is_deterministic_across_processes(tmp_path, tiny_data):
+    """Same corpus and settings -> byte-identical spiece.model, in fresh processes (as on a fresh machine) and
+    with the sentence cap below the corpus size, so the sample is drawn. SentencePiece's own sampling and
+    shuffling gave a different model in every process whatever its seed (its seed is thread-local), so the
+    tokenizer draws the sample itself; the thread count is part of the tokenizer (it changes the EM's sums)."""
     import shutil
 
-    cfg = compose([*TINY, "data.tokenizer_max_sentences=5000"]).data
-    corpus = Path(tiny_data.info.corpus_dir)
-    first = train_tokenizer(corpus, cfg).read_bytes()
-    shutil.rmtree(train_tokenizer(corpus, cfg).parent)
-    assert train_tokenizer(corpus, cfg).read_bytes() == first
+    from tests.helpers import run_cli
+
+    models = []
+    for i, threads in enumerate((2, 2, 1)):
+        cache = tmp_path / f"cache{i}"
+        shutil.copytree(Path(tiny_data.info.corpus_dir).parent, cache / "corpus")  # the same corpus entry
+        r = run_cli(
+            "glu_study.prepare",
+            *TINY,
+            "data.tokenizer_max_sentences=3000",
+            f"data.tokenizer_threads={threads}",
+            f"data.cache_dir={cache}",
+        )
+        assert r.returncode == 0, r.stderr
+        models.append(next((cache / "tokenizer").glob("spm-*/spiece.model")))
+    from glu_study.data.corpora import read_texts
+
+    lines = sum(
+        bool(t.strip())
+        for text in read_texts(Path(tiny_data.info.corpus_dir) / "train.jsonl")
+        for t in text.split("\n")
+    )
+    assert lines > 3000  # the cap draws a sample
+    assert models[0].read_bytes() == models[1].read_bytes()
+    assert models[0].parent.name == models[1].parent.name != models[2].parent.name  # threads name the entry
 
 
 def test_validation_set_is_disjoint_from_the_unchanged_test_set(tiny_data):

@@ -151,13 +151,33 @@ def test_report_refuses_to_pool_runs_that_saw_different_corpora(tmp_path):
         train(compose([*TINY, "trainer.max_steps=3"]), runs / name)
     old = runs / "relu-s0" / "summary.json"
     summary = json.loads(old.read_text())
-    del summary["corpus_fingerprint"]
+    del summary["corpus_fingerprint"], summary["tokenizer_fingerprint"]
     old.write_text(json.dumps(summary))
     result = run_cli("glu_study.report", str(runs), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "different corpora" in errors[0]
     assert "unrecorded: relu-s0" in errors[0] and "relu-s0 (1 runs)" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_refuses_to_pool_runs_tokenised_by_different_tokenizers(tmp_path):
+    """The same corpus tokenised by another tokenizer (another thread count, or one trained before the sample
+    was drawn reproducibly) is another token stream: refused like another corpus."""
+    runs = tmp_path / "runs"
+    for name in ("relu-s0", "swiglu-s0"):
+        train(compose([*TINY, "trainer.max_steps=3"]), runs / name)
+    other = runs / "swiglu-s0" / "summary.json"
+    summary = json.loads(other.read_text())
+    recorded = summary["tokenizer_fingerprint"]
+    assert len(recorded) == 16
+    summary["tokenizer_fingerprint"] = "0" * 16
+    other.write_text(json.dumps(summary))
+    result = run_cli("glu_study.report", str(runs), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "different corpora or tokenizers" in errors[0]
+    assert f"(tokenizer {recorded}): relu-s0 (1 runs)" in errors[0] and f"(tokenizer {'0' * 16})" in errors[0]
     assert not (tmp_path / "out").exists()
 
 

@@ -65,6 +65,10 @@ def test_short_run_lowers_heldout_log_perplexity(tmp_path):
     assert summary["tokens_seen"] == 30 * 8 * (64 + 14)  # batch 8, inputs 64 + targets 14
     assert summary["tokens_per_param"] == round(summary["tokens_seen"] / summary["non_embedding_params"], 4)
     assert summary["data_epochs"] > 0 and len(summary["corpus_fingerprint"]) == 16
+    from glu_study.data.tokenizer import tokenizer_fingerprint
+
+    spiece = tmp_path / "model" / "spiece.model"  # the export's tokenizer: the one the run tokenised with
+    assert summary["tokenizer_fingerprint"] == tokenizer_fingerprint(spiece)
     assert 0 <= summary["eval/test_ngram_overlap"] <= 1
     logged = [r for r in read_metrics(tmp_path) if "train/loss" in r]
     assert [r["step"] for r in logged] == [5, 10, 15, 20, 25, 30]
@@ -214,6 +218,7 @@ def test_wandb_offline_run_read_back_by_wandb_tooling(tmp_path):
     assert s["summary"]["tokens_per_param"] == summary["tokens_per_param"]
     assert s["summary"]["corpus_fingerprint"] == summary["corpus_fingerprint"]
     assert s["config"]["derived"]["corpus_fingerprint"] == summary["corpus_fingerprint"]
+    assert s["config"]["derived"]["tokenizer_fingerprint"] == summary["tokenizer_fingerprint"]
 
 
 @pytest.mark.slow
