@@ -114,38 +114,58 @@ def test_tokenizer_vocab_too_large_is_a_clear_error(tmp_path):
     )
 
 
+TRAIN_ONE = """
+import sys
+from pathlib import Path
+from glu_study.config import compose
+from glu_study.data.tokenizer import train_tokenizer
+print(train_tokenizer(Path(sys.argv[1]), compose(sys.argv[2:]).data))
+"""  # a fresh process trains one tokenizer: python -c TRAIN_ONE <corpus dir> <overrides>
+
+
 def test_tokenizer_training_is_deterministic_across_processes(tmp_path, tiny_data):
     """Same corpus and settings -> byte-identical spiece.model, in fresh processes (as on a fresh machine) and
     with the sentence cap below the corpus size, so the sample is drawn. SentencePiece's own sampling and
     shuffling gave a different model in every process whatever its seed (its seed is thread-local), so the
     tokenizer draws the sample itself; the thread count is part of the tokenizer (it changes the EM's sums)."""
-    import shutil
+    import subprocess
+    import sys
 
-    from tests.helpers import run_cli
-
+    corpus = Path(tiny_data.info.corpus_dir)
+    settings = [*TINY, "data.tokenizer_max_sentences=3000"]
     models = []
-    for i, threads in enumerate((2, 2, 1)):
-        cache = tmp_path / f"cache{i}"
-        shutil.copytree(Path(tiny_data.info.corpus_dir).parent, cache / "corpus")  # the same corpus entry
-        r = run_cli(
-            "glu_study.prepare",
-            *TINY,
-            "data.tokenizer_max_sentences=3000",
-            f"data.tokenizer_threads={threads}",
-            f"data.cache_dir={cache}",
+    for i in range(2):
+        r = subprocess.run(
+            [sys.executable, "-c", TRAIN_ONE, str(corpus), *settings, f"data.cache_dir={tmp_path / f'c{i}'}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert r.returncode == 0, r.stderr
-        models.append(next((cache / "tokenizer").glob("spm-*/spiece.model")))
-    from glu_study.data.corpora import read_texts
+        models.append(Path(r.stdout.strip().splitlines()[-1]))
+    assert models[0] != models[1] and models[0].read_bytes() == models[1].read_bytes()
+    one_thread = compose([*settings, "data.tokenizer_threads=1", f"data.cache_dir={tmp_path / 'one'}"]).data
+    assert train_tokenizer(corpus, one_thread).parent.name != models[0].parent.name  # threads name the entry
 
-    lines = sum(
-        bool(t.strip())
-        for text in read_texts(Path(tiny_data.info.corpus_dir) / "train.jsonl")
-        for t in text.split("\n")
+
+def test_the_tokenizer_sample_is_fixed_uniform_and_in_corpus_order(tmp_path):
+    from glu_study.data.tokenizer import sample_sentences
+
+    lines = [f"line {i}" for i in range(1000)]
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"text": "\n".join(lines[k : k + 10]) + "\n\n"}) + "\n" for k in range(0, 1000, 10)
+        )
     )
-    assert lines > 3000  # the cap draws a sample
-    assert models[0].read_bytes() == models[1].read_bytes()
-    assert models[0].parent.name == models[1].parent.name != models[2].parent.name  # threads name the entry
+    assert sample_sentences(path, 5000) == lines  # under the cap: every line, in order
+    sample = sample_sentences(path, 100)
+    assert sample == sample_sentences(path, 100) and len(set(sample)) == 100
+    assert sample == sorted(sample, key=lines.index)  # corpus order
+    first_half = sum(lines.index(x) < 500 for x in sample)
+    assert (
+        30 <= first_half <= 70
+    )  # drawn over the whole split, not its head (binomial(100, 0.5): p < 1e-4 out)
 
 
 def test_validation_set_is_disjoint_from_the_unchanged_test_set(tiny_data):
