@@ -90,7 +90,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     state = PretrainState()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    checkpointer = Checkpointer(run_dir, model, optimizer, schedule, state, resolved, enabled=info.is_main)
+    read = {k: derived[k] for k in ("corpus_fingerprint", "tokenizer_fingerprint")}  # what this machine built
+    checkpointer = Checkpointer(
+        run_dir, model, optimizer, schedule, state, resolved, data=read, enabled=info.is_main
+    )
     resumed = checkpointer.resume(RESUME_HINT, log=log)
     if resumed:
         log(f"resuming {run_dir} from step {state.step}")

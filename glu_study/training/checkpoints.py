@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glu_study.errors import DataError
 from glu_study.files import TMP_PREFIX, atomic_dir, fsync_write
 from glu_study.training.run_dir import refuse_different
 from glu_study.training.state import RunState
@@ -95,20 +96,43 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def refuse_other_data(directory: Path, saved: dict | None, now: dict | None) -> None:
+    """A DataError when the checkpoint was trained on other data than this process reads (the same config on a
+    machine with another Python builds another corpus). Checkpoints from before the data was recorded pass."""
+    if saved and now and saved != now:
+        diffs = ", ".join(
+            f"{k} {saved.get(k)} -> {now.get(k)}" for k in sorted(now) if saved.get(k) != now.get(k)
+        )
+        raise DataError(
+            f"{directory} was trained on other data than this machine builds ({diffs}): resume it where the same "
+            "corpus and tokenizer are built (the same Python and pinned packages), or start another run directory"
+        )
+
+
 class Checkpointer:
     """Saves and restores one run's complete state under `<directory>/checkpoints/`.
 
     It holds the objects a checkpoint is made of — model, optimizer, schedule and the loop's typed `state`
     (glu_study.training.state, restored in place on resume) — and the resolved config, so that a resume can
-    refuse a directory trained differently.
+    refuse a directory trained differently; and `data`, what the run reads (its corpus's and tokenizer's
+    fingerprints), so that a resume on a machine that builds other data is refused rather than continued on it.
     `enabled=False` (DDP ranks other than 0) makes saving a no-op.
     """
 
     def __init__(
-        self, directory: Path, model, optimizer, schedule, state: RunState, config: dict, *, enabled=True
+        self,
+        directory: Path,
+        model,
+        optimizer,
+        schedule,
+        state: RunState,
+        config: dict,
+        *,
+        data: dict | None = None,
+        enabled=True,
     ):
         self.directory, self.model, self.optimizer, self.schedule = directory, model, optimizer, schedule
-        self.state, self.config, self.enabled = state, config, enabled
+        self.state, self.config, self.data, self.enabled = state, config, data, enabled
 
     def save(self, name: str, keep: int | None = None) -> Path | None:
         """Write checkpoints/<name>; then keep only the newest `keep` periodic ones (None: delete nothing)."""
@@ -121,6 +145,7 @@ class Checkpointer:
             "rng": rng_state(),
             "state": self.state.state_dict(),
             "config": self.config,
+            "data": self.data,
         }
         final = self.directory / "checkpoints" / name
         with atomic_dir(final, replace=True) as tmp:  # replace: SIGTERM right after a periodic save
@@ -146,6 +171,7 @@ class Checkpointer:
             return False
         ckpt = found[2]
         refuse_different(self.directory, ckpt["config"], self.config, hint)
+        refuse_other_data(self.directory, ckpt.get("data"), self.data)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])

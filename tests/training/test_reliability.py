@@ -58,6 +58,33 @@ def test_second_writer_is_refused_and_changes_nothing(finished_run):
     assert snapshot(finished_run) == before
 
 
+def test_a_resume_on_other_data_is_refused_and_changes_nothing(tmp_path, finished_run):
+    """A checkpoint trained on another corpus or tokenizer (the same config on a machine with another Python)
+    is not continued on this machine's data: one error line naming what differs, nothing changed."""
+    import shutil
+
+    import torch
+
+    from glu_study.training.checkpoints import file_digest
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    newest = run_dir / "checkpoints" / "step_6"
+    payload = torch.load(newest / "state.pt", weights_only=False)
+    built = payload["data"]["tokenizer_fingerprint"]
+    assert set(payload["data"]) == {"corpus_fingerprint", "tokenizer_fingerprint"} and len(built) == 16
+    payload["data"]["tokenizer_fingerprint"] = "0" * 16  # what another machine's tokenizer would have been
+    torch.save(payload, newest / "state.pt")
+    (newest / "state.sha256").write_text(file_digest(newest / "state.pt") + "\n")
+    before = snapshot(run_dir)
+    assert_one_error_line(
+        train(run_dir),
+        "trained on other data than this machine builds",
+        f"tokenizer_fingerprint {'0' * 16} -> {built}",
+    )
+    assert snapshot(run_dir) == before
+
+
 @pytest.mark.slow
 def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(tmp_path):
     run_dir = tmp_path / "run"
