@@ -92,31 +92,32 @@ def test_report_numbers_equal_recomputed_from_run_records(sweep_dir, tmp_path):
 
 @pytest.mark.slow
 def test_lr_check_preset_and_report(tmp_path):
-    """experiment=table1_cpu_lr: FFN_ReLU and FFN_SwiGLU at three plateaus, one run directory each, and a report
-    whose cells are the runs' own figures."""
+    """experiment=table1_cpu_lr: FFN_ReLU and FFN_SwiGLU at every plateau of its grid (read from the preset), one
+    run directory each, and a report whose cells are the runs' own figures."""
+    from tests.helpers import preset_sweep
+
+    rates = preset_sweep("table1_cpu_lr")["trainer.lr"]
+    assert len(rates) >= 4 and "10.0" in rates  # a grid that can bracket the optimum (0.1 above the 0.03 pick)
     sweep = tmp_path / "lr"
     tiny = [
         o for o in TINY if not o.startswith("trainer.warmup_steps=")
     ]  # the preset's 10^4: plateau = lr / 100
     r = run_cli("glu_study.train", "-m", "experiment=table1_cpu_lr", *tiny, f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
-        f"{v}-lr{lr}-s0" for v in ("relu", "swiglu") for lr in ("0.3", "1.0", "3.0")
-    ]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted(
+        f"{v}-lr{lr}-s0" for v in ("relu", "swiglu") for lr in rates
+    )
     out = tmp_path / "report"
     assert report_main([str(sweep), "--out", str(out)]) == 0
     text = (out / "lr_check.md").read_text()
-    for lr, plateau in (("0.3", "0.003"), ("1.0", "0.01"), ("3.0", "0.03")):
-        relu, swiglu = (
-            json.loads((sweep / f"{v}-lr{lr}-s0" / "summary.json").read_text()) for v in ("relu", "swiglu")
-        )
-        a, b = relu["val/log_perplexity"], swiglu["val/log_perplexity"]  # chosen on the validation set
-        assert f"| {plateau} | {a:.4f} | {b:.4f} | {b - a:+.4f} |" in text
-    relu_val = {
-        lr: json.loads((sweep / f"relu-lr{lr}-s0" / "summary.json").read_text())["val/log_perplexity"]
-        for lr in ("0.3", "1.0", "3.0")
-    }
-    pick = min(relu_val, key=relu_val.get)
+
+    def val(variant: str, lr: str) -> float:  # chosen on the validation set
+        return json.loads((sweep / f"{variant}-lr{lr}-s0" / "summary.json").read_text())["val/log_perplexity"]
+
+    for lr in rates:
+        a, b = val("relu", lr), val("swiglu", lr)
+        assert f"| {float(lr) / 100:g} | {a:.4f} | {b:.4f} | {b - a:+.4f} |" in text
+    pick = min(rates, key=lambda lr: val("relu", lr))
     assert f"**Pick: plateau {float(pick) / 100:g}**, FFN_ReLU's validation-set argmin" in text
     floor = json.loads((sweep / "relu-lr1.0-s0" / "summary.json").read_text())["eval/unigram_floor"]
     assert (
