@@ -97,7 +97,9 @@ def test_lr_check_preset_and_report(tmp_path):
     from tests.helpers import preset_sweep
 
     rates = preset_sweep("table1_cpu_lr")["trainer.lr"]
-    assert len(rates) >= 4 and "10.0" in rates  # a grid that can bracket the optimum (0.1 above the 0.03 pick)
+    assert (
+        len(rates) >= 4 and "10.0" in rates
+    )  # a grid that can bracket the optimum (0.1 above the 0.03 pick)
     sweep = tmp_path / "lr"
     tiny = [
         o for o in TINY if not o.startswith("trainer.warmup_steps=")
