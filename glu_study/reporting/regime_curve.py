@@ -138,8 +138,12 @@ def _ci(s: VariantStats) -> str:
     return f"{_f(s.paired_delta)} [{_f(s.ci_low)}, {_f(s.ci_high)}] (Holm p {_f(s.p_holm, '.2g')})"
 
 
-def curve_line(curve: list[Budget], variant: str) -> str:
+def curve_line(full_curve: list[Budget], variant: str) -> str:
     name = get_variant(variant).paper_name
+    # a sweep still running may lack this variant at some budget: that budget drops out of its curve
+    curve = [b for b in full_curve if gaps(b, variant)]
+    if len(curve) < 2:
+        return f"- {name} − FFN_ReLU: paired at fewer than two training lengths, so no curve yet."
     points = "; ".join(f"{b.tokens_per_param:.3g}: {_f(b.vs_relu[variant].paired_delta)}" for b in curve)
     start = settles_from(curve, variant)
     last, before = curve[-1], curve[-2]
@@ -188,7 +192,7 @@ def regime_curve_markdown(records: list[RunRecord], curve: list[Budget], title: 
     w(f"# The GLU gap against training length: {title}\n\n")
     w(
         f"Test-set log-perplexity (nats per target token) of {len(records)} runs at {records[0].model}, seeds "
-        f"{', '.join(map(str, sorted({r.seed for r in records})))}, {len(curve)} training lengths, each its own "
+        f"{', '.join(map(str, sorted({r.seed for r in records})))}; {len(curve)} training lengths, each its own "
         "full schedule. Every Δ is paired by seed (the same batches, masks and initialisation seed), with a 95% CI "
         "from the t distribution and Holm's correction over the variants at a budget. Scope: seed variance alone, "
         "one fixed test set, one corpus.\n\n"
@@ -199,7 +203,8 @@ def regime_curve_markdown(records: list[RunRecord], curve: list[Budget], title: 
     for b in curve:
         base = b.vs_relu[BASELINE]
         cells = [_ci(b.vs_relu[v]) if v in b.vs_relu else "–" for v in variants]
-        w(f"| {b.steps} | {b.tokens_per_param:.3g} | {base.mean:.4f} ± {base.std:.4f} ({base.n}) | ")
+        spread = _f(base.std if base.n > 1 else None, ".4f")  # one seed so far: no spread
+        w(f"| {b.steps} | {b.tokens_per_param:.3g} | {base.mean:.4f} ± {spread} ({base.n}) | ")
         w(" | ".join(cells) + " |\n")
     if floor is not None:
         w(f"| *unigram floor* | | {floor:.4f} |" + " |" * len(variants) + "\n")

@@ -125,6 +125,25 @@ def test_regime_curve_reading_recomputed_from_records():
     assert "change from 65k to 524k steps (+0.012) is below what these seeds resolve" in text
 
 
+def test_regime_curve_reads_a_sweep_still_running():
+    """A budget that lacks FFN_SwiGLU (its cells not yet run) drops out of SwiGLU's curve and shows "–" in the
+    table; a variant paired at one budget only gets no curve."""
+    records = [
+        record(ffn, k, steps, 4.5 - 0.01 * k - (0.05 + 0.002 * k if ffn != "relu" else 0))
+        for steps in (25, 100, 260)
+        for ffn in ("relu", "geglu", "swiglu")
+        for k in range(3)
+        if not (ffn == "swiglu" and steps == 100) and not (ffn == "geglu" and steps != 25)
+    ]
+    text = regime_curve_markdown(records, budgets(records), "t")
+    swiglu = next(line for line in text.splitlines() if line.startswith("- FFN_SwiGLU"))
+    assert "2.5: -0.0520; 26: -0.0520." in swiglu
+    assert "- FFN_GEGLU − FFN_ReLU: paired at fewer than two training lengths, so no curve yet." in text
+    assert "| 100 | 10 |" in text and text.split("| 100 | 10 |")[1].split("\n")[0].count("–") == 2
+    one_seed = [r for r in records if r.seed == 0 or r.steps != 260]
+    assert "| 260 | 26 | 4.5000 ± – (1) |" in regime_curve_markdown(one_seed, budgets(one_seed), "t")
+
+
 @pytest.mark.slow
 def test_regime_curve_sweep_and_report_through_the_cli(tmp_path):
     sweep = tmp_path / "curve"
