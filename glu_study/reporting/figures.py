@@ -185,18 +185,21 @@ def plot_regime_curve(points: dict[str, list[tuple[float, object]]], paper_ratio
             color=cmap(i % 10),
             label=get_variant(v).paper_name,
         )
-        if all(s.ci_low is not None for _, s in pts):
-            ax.fill_between(
-                x,
-                [s.ci_low for _, s in pts],
-                [s.ci_high for _, s in pts],
-                color=cmap(i % 10),
-                alpha=0.15,
-                lw=0,
-            )
+        # a budget whose CI is not yet defined (one seed so far) leaves a gap in the band, not the whole band
+        ax.fill_between(
+            x,
+            [math.nan if s.ci_low is None else s.ci_low for _, s in pts],
+            [math.nan if s.ci_high is None else s.ci_high for _, s in pts],
+            color=cmap(i % 10),
+            alpha=0.15,
+            lw=0,
+        )
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(paper_ratio, color="grey", lw=0.8, ls=":", label="the paper's 65k-step ratio")
     ax.set_xscale("log")
+    ratios = sorted({r for pts in points.values() for r, _ in pts})
+    ax.set_xticks(ratios, [f"{r:.3g}" for r in ratios])  # the budgets themselves, in plain numbers
+    ax.minorticks_off()
     finish(
         fig,
         ax,
