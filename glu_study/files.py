@@ -104,8 +104,30 @@ def build_lock(path: Path, what: str, log=print) -> Iterator[None]:
 def process_pool(workers: int):
     """A process pool whose workers are *spawned*, not forked. A forked worker inherits every open descriptor,
     the cache's build lock (build_lock) included, so a worker orphaned by a killed builder would go on holding
-    the lock and the next builder would wait for it forever; a spawned one starts clean."""
+    the lock and the next builder would wait for it forever; a spawned one starts clean. Each worker also exits
+    when its builder dies (exit_with_parent)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent
+    )
+
+
+def exit_with_parent() -> None:
+    """Pool-worker initializer: exit as soon as the process that started this one is gone (a SIGKILL, an
+    out-of-memory kill). The pool's task queue keeps a pipe's write end open in every worker, so an orphan never
+    sees end-of-file: it would wait for its next task forever, holding its memory."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not started by multiprocessing: nothing to watch
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])  # readable once the parent has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -156,6 +156,35 @@ def test_prepare_bad_input_is_one_error_line(tmp_path):
 
 
 @pytest.mark.slow
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone while we looked
+        if ppid == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """The processes of `pids` still alive (not zombies) after up to `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+            except OSError:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
 def test_a_prepare_killed_mid_way_and_run_again_gives_the_same_shards(tmp_path):
     """A real SIGKILL of `prepare` while it tokenises (small shards, one process), then the same command."""
     en = write_c4_layout(tmp_path / "c4", n_train=4000, n_val=60)
@@ -169,9 +198,11 @@ def test_a_prepare_killed_mid_way_and_run_again_gives_the_same_shards(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and len(list(tokens.glob("*/train-*.bin"))) < 5:
         time.sleep(0.05)
+    workers = children(p.pid)  # the tokenising pool's worker (and multiprocessing's resource tracker)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not list(tokens.glob("*/train.json"))  # killed before it finished
+    assert workers and wait_gone(workers, 30) == []  # no orphan left waiting for work, holding its memory
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     whole = subprocess.run(
