@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 train: install
 	$(PY) -m glu_study.train $(ARGS)
 
+# The fast tier in parallel worker processes (pytest-xdist, one per core: `make test TEST_WORKERS=0` runs it in
+# one process): most of its time is CLI subprocesses starting torch, which two cores overlap. The slow tier stays
+# serial: its kill/poll loops and torchrun ranks want the cores they were written for.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 # The slow tier alone (kill/poll loops, torchrun, multi-run sweeps as fixtures): .ci/run runs it after `make test`.
 test-slow: install

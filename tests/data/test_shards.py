@@ -185,6 +185,7 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # a kill/poll loop and three prepare processes (~30 s)
 def test_a_prepare_killed_mid_way_and_run_again_gives_the_same_shards(tmp_path):
     """A real SIGKILL of `prepare` while it tokenises (small shards, one process), then the same command."""
     en = write_c4_layout(tmp_path / "c4", n_train=4000, n_val=60)
