@@ -4,7 +4,7 @@ budgets, each its own full schedule.
 Per budget, the Table 1 statistics against FFN_ReLU (glu_study.reporting.table1: paired Δ by seed, 95% t CI,
 one-sided paired t-test, Holm over the variants present). Along the curve, where the gap *settles*: the first
 budget from which no later budget's gap differs from it (Welch's two-sided test on the per-seed gaps; the budgets
-are separate runs). The paper's own change from its 65k- to its 524k-step column is printed beside ours.
+are separate runs), read on the budgets whose FFN_ReLU clears the regime bar alone. The paper's own change from its 65k- to its 524k-step column is printed beside ours.
 `write_regime_curve` writes regime_curve.md, runs.csv and regime_curve.png.
 """
 
@@ -23,6 +23,7 @@ from glu_study.reporting.records import RunRecord, unigram_floor
 from glu_study.reporting.table1 import (
     ALPHA,
     PAPER_TOKENS_PER_PARAM,
+    REGIME_MARGIN,
     VariantStats,
     baseline_margin,
     by_variant,
@@ -74,6 +75,15 @@ def differs(a: list[float], b: list[float]) -> tuple[float, float | None]:
 
     p = float(st.ttest_ind(b, a, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else None
     return float(np.mean(b) - np.mean(a)), p
+
+
+def past_the_bar(curve: list[Budget], floor: float | None) -> list[Budget]:
+    """The budgets whose FFN_ReLU clears the regime bar (every seed >= REGIME_MARGIN under the unigram floor):
+    where the gap settles is read on these alone, since a budget whose baseline has barely passed token
+    frequencies says little about the variants. Every budget when the floor is not recorded."""
+    if floor is None:
+        return list(curve)
+    return [b for b in curve if (m := baseline_margin(b.records, floor)) is not None and m >= REGIME_MARGIN]
 
 
 def settles_from(curve: list[Budget], variant: str) -> Budget | None:
@@ -138,35 +148,51 @@ def _ci(s: VariantStats) -> str:
     return f"{_f(s.paired_delta)} [{_f(s.ci_low)}, {_f(s.ci_high)}] (Holm p {_f(s.p_holm, '.2g')})"
 
 
-def curve_line(full_curve: list[Budget], variant: str) -> str:
+def curve_line(full_curve: list[Budget], variant: str, floor: float | None = None) -> str:
     name = get_variant(variant).paper_name
     # a sweep still running may lack this variant at some budget: that budget drops out of its curve
     curve = [b for b in full_curve if gaps(b, variant)]
     if len(curve) < 2:
         return f"- {name} − FFN_ReLU: paired at fewer than two training lengths, so no curve yet."
     points = "; ".join(f"{b.tokens_per_param:.3g}: {_f(b.vs_relu[variant].paired_delta)}" for b in curve)
-    start = settles_from(curve, variant)
     last, before = curve[-1], curve[-2]
     change, p = differs(gaps(before, variant), gaps(last, variant))
-    where = (
-        f"It **settles from {start.tokens_per_param:.3g} tokens per parameter** ({start.steps} steps): no later "
-        f"budget's gap differs from it (Welch p >= {ALPHA})"
-        if start is not None
-        else "It **does not settle** within these budgets (a later budget still differs from each earlier one)"
+    return (
+        f"- {name} − FFN_ReLU along the curve (tokens per parameter: paired Δ): {points}. "
+        f"{settle_clause(curve, variant, floor)}. From {before.tokens_per_param:.3g} to "
+        f"{last.tokens_per_param:.3g} the gap changes by {_f(change)} (Welch p {_f(p, '.2g')})"
+        f"{paper_clause(variant)}."
     )
-    line = (
-        f"- {name} − FFN_ReLU along the curve (tokens per parameter: paired Δ): {points}. {where}. From "
-        f"{before.tokens_per_param:.3g} to {last.tokens_per_param:.3g} the gap changes by {_f(change)} (Welch p "
-        f"{_f(p, '.2g')})"
-    )
-    if variant in TABLE1:
-        short = TABLE1[variant][0] - TABLE1[BASELINE][0]
-        line += (
-            f"; the paper's from its 65k-step column (~{PAPER_TOKENS_PER_PARAM:g} tokens per parameter) to its 524k "
-            f"(~{PAPER_LONG_TOKENS_PER_PARAM:g}): {short:+.3f} -> {short + paper_change(variant):+.3f}, a change of "
-            f"{paper_change(variant):+.3f}"
+
+
+def settle_clause(curve: list[Budget], variant: str, floor: float | None) -> str:
+    """Where the gap settles, read on the budgets past the regime bar."""
+    judged = past_the_bar(curve, floor)
+    scope = " past the regime bar" if len(judged) < len(curve) else ""
+    if len(judged) < 2:
+        return "Fewer than two of its budgets are past the regime bar, so **where it settles is not read**"
+    start = settles_from(judged, variant)
+    if start is None:
+        return (
+            f"It **does not settle** within the budgets{scope} (a later budget still differs from each earlier "
+            "one)"
         )
-    return line + "."
+    return (
+        f"It **settles from {start.tokens_per_param:.3g} tokens per parameter** ({start.steps} steps): no later "
+        f"budget's gap differs from it (Welch p >= {ALPHA}{'; of the budgets' + scope if scope else ''})"
+    )
+
+
+def paper_clause(variant: str) -> str:
+    """The paper's own change in this gap from its 65k-step column to its 524k one, where it has the variant."""
+    if variant not in TABLE1:
+        return ""
+    short = TABLE1[variant][0] - TABLE1[BASELINE][0]
+    return (
+        f"; the paper's from its 65k-step column (~{PAPER_TOKENS_PER_PARAM:g} tokens per parameter) to its 524k "
+        f"(~{PAPER_LONG_TOKENS_PER_PARAM:g}): {short:+.3f} -> {short + paper_change(variant):+.3f}, a change of "
+        f"{paper_change(variant):+.3f}"
+    )
 
 
 def regime_line(curve: list[Budget], floor: float | None) -> str:
@@ -177,10 +203,16 @@ def regime_line(curve: list[Budget], floor: float | None) -> str:
         for b in curve
         if (m := baseline_margin(b.records, floor)) is not None
     ]
+    below = [f"{b.tokens_per_param:.3g}" for b in curve if b not in past_the_bar(curve, floor)]
+    bar = (
+        f"Below the regime bar ({REGIME_MARGIN:g} nats under it): {', '.join(below)} tokens per parameter, left out "
+        "of where each gap settles (a baseline barely past token frequencies says little about the variants)."
+        if below
+        else f"Every budget is past the regime bar ({REGIME_MARGIN:g} nats under it)."
+    )
     return (
         f"- Regime: unigram floor {floor:.4f}; FFN_ReLU's worst seed under it (nats) at each training length (tokens "
-        f"per parameter): {', '.join(parts)}. The budgets whose baseline is not clearly past token frequencies say "
-        "little about the variants."
+        f"per parameter): {', '.join(parts)}. {bar}"
     )
 
 
@@ -208,7 +240,7 @@ def regime_curve_markdown(records: list[RunRecord], curve: list[Budget], title: 
         w(" | ".join(cells) + " |\n")
     if floor is not None:
         w(f"| *unigram floor* | | {floor:.4f} |" + " |" * len(variants) + "\n")
-    lines = [regime_line(curve, floor), *(curve_line(curve, v) for v in variants)]
+    lines = [regime_line(curve, floor), *(curve_line(curve, v, floor) for v in variants)]
     if (power := power_line(curve, variants)) is not None:
         lines.append(power)
     w("\n## Reading\n\n" + "\n".join(lines) + "\n")

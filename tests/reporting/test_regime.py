@@ -125,6 +125,38 @@ def test_regime_curve_reading_recomputed_from_records():
     assert "change from 65k to 524k steps (+0.012) is below what these seeds resolve" in text
 
 
+def test_where_the_gap_settles_is_read_past_the_regime_bar():
+    """The same gap at every budget settles from the first one, unless that budget's FFN_ReLU has not cleared
+    the regime bar (0.3 nats under the unigram floor, 5.0 here): then it settles from the next, and the regime
+    line names the budget left out; with one budget past the bar, where it settles is not read."""
+    noise = (0.004, -0.003, -0.001)
+    base = {25: 4.8, 100: 4.5, 260: 4.4}  # worst seed 0.196 under the floor at 25 steps: below the bar
+
+    def records(bases):
+        return [
+            r
+            for steps, b in bases.items()
+            for k in range(3)
+            for r in (
+                record("relu", k, steps, b + noise[k]),
+                record("swiglu", k, steps, b - 0.06 + noise[k - 1]),
+            )
+        ]
+
+    text = regime_curve_markdown(records(base), budgets(records(base)), "t")
+    assert "**settles from 10 tokens per parameter** (100 steps)" in text
+    assert "(Welch p >= 0.05; of the budgets past the regime bar)" in text
+    assert "Below the regime bar (0.3 nats under it): 2.5 tokens per parameter, left out" in text
+    cleared = {**base, 25: 4.6}
+    text = regime_curve_markdown(records(cleared), budgets(records(cleared)), "t")
+    assert "**settles from 2.5 tokens per parameter** (25 steps)" in text and "Every budget is past" in text
+    barely = {**base, 100: 4.8}
+    text = regime_curve_markdown(records(barely), budgets(records(barely)), "t")
+    assert (
+        "Fewer than two of its budgets are past the regime bar, so **where it settles is not read**" in text
+    )
+
+
 def test_regime_curve_reads_a_sweep_still_running():
     """A budget that lacks FFN_SwiGLU (its cells not yet run) drops out of SwiGLU's curve and shows "–" in the
     table; a variant paired at one budget only gets no curve."""
