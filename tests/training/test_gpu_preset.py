@@ -46,8 +46,11 @@ def test_20_compiled_steps_agree_with_eager_and_a_compiled_run_resumes(tmp_path)
     shutil.rmtree(compiled / "model")
     (compiled / "summary.json").unlink()
     again = train(cfg, compiled)
-    assert again["eval/log_perplexity"] == pytest.approx(first["eval/log_perplexity"], abs=1e-6)
-    assert losses(compiled)[10:] == pytest.approx(b[10:], abs=1e-6)
+    # Not bit for bit (the eager resume is, tests/training/test_preemption.py): the resumed process compiles
+    # anew and may fuse kernels differently, so float32 rounding differs by an ulp or two (4.8e-7 at 5.2; CI saw
+    # 1.1e-6). A resume that restored the wrong state is off by orders of magnitude more.
+    assert again["eval/log_perplexity"] == pytest.approx(first["eval/log_perplexity"], abs=1e-5)
+    assert losses(compiled)[10:] == pytest.approx(b[10:], abs=1e-5)
 
 
 def test_batches_built_by_worker_processes_give_the_same_run(tmp_path):
