@@ -19,7 +19,7 @@ MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
 
 def test_model_sizes_present():
-    assert MODELS == ["t5_base", "t5_mini", "t5_nano", "t5_small", "t5_tiny"]
+    assert MODELS == ["t5_base", "t5_micro", "t5_mini", "t5_nano", "t5_small", "t5_tiny"]
     base = compose(["model=t5_base"]).model
     assert (base.d_model, base.num_layers, base.num_decoder_layers, base.num_heads, base.d_kv, base.d_ff) == (
         768,

@@ -238,12 +238,12 @@ def test_committed_lr_check_picks_the_validation_argmin_inside_the_grid():
 
 def test_scaling_regime_trains_both_sizes_to_the_same_tokens_per_parameter():
     """Sizes compared at equal training length: the step count follows from the ratio (glu_study.steps_for_ratio),
-    so t5_tiny trains ~4x longer than t5_nano, and both see ~26.5 tokens per non-embedding parameter."""
+    so t5_micro trains ~2.3x longer than t5_nano, and both see ~26.5 tokens per non-embedding parameter."""
     from glu_study.ffn import get_variant
     from glu_study.model import param_counts
 
     ratios = {}
-    for size in ("t5_nano", "t5_tiny"):
+    for size in ("t5_nano", "t5_micro"):
         cfg = compose(["experiment=scaling_regime", f"model={size}"])
         non_embedding = param_counts(cfg.model, get_variant("relu"), 1, 128, 29)["non_embedding_params"]
         ratios[size] = cfg.trainer.max_steps * TOKENS_PER_STEP / non_embedding
@@ -251,10 +251,10 @@ def test_scaling_regime_trains_both_sizes_to_the_same_tokens_per_parameter():
         assert (
             cfg.trainer.lr == compose(["experiment=table1_regime"]).trainer.lr
         )  # the rate chosen at t5_nano
-    assert ratios == pytest.approx({"t5_nano": 26.5, "t5_tiny": 26.5}, abs=0.01)
+    assert ratios == pytest.approx({"t5_nano": 26.5, "t5_micro": 26.5}, abs=0.01)
     assert preset_sweep("scaling_regime") == {
         "seed": ["0", "1", "2"],
-        "model": ["t5_nano", "t5_tiny"],
+        "model": ["t5_nano", "t5_micro"],
         "ffn": ["relu", "swiglu"],
     }
 
