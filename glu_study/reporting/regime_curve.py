@@ -106,6 +106,17 @@ def gap_spread(curve: list[Budget], variants: list[str]) -> tuple[float, int] | 
     return sd, min(len(g) for g in samples)
 
 
+def widest_budget(curve: list[Budget], variants: list[str]) -> tuple[Budget, float]:
+    """The budget whose per-seed gaps scatter most (sd pooled over its variants): a pooled sd understates what a
+    comparison with it can resolve (e.g. a budget that ends while the runs' loss is still falling steeply)."""
+    spread = {}
+    for b in curve:
+        samples = [g for v in variants if len(g := gaps(b, v)) > 1]
+        if samples:
+            spread[b.steps] = (b, float(np.sqrt(np.mean([np.var(g, ddof=1) for g in samples]))))
+    return max(spread.values(), key=lambda bs: bs[1])
+
+
 def power_line(curve: list[Budget], variants: list[str]) -> str | None:
     """What "settles" can mean with these seeds: the smallest change in gap between two budgets that Welch's test
     would call significant, and the one it would detect with 80% power (equal spreads assumed)."""
@@ -118,11 +129,14 @@ def power_line(curve: list[Budget], variants: list[str]) -> str | None:
     sd, n = spread
     significant = st.t.ppf(1 - ALPHA / 2, 2 * n - 2) * sd * np.sqrt(2 / n)
     detected = TTestIndPower().solve_power(nobs1=n, alpha=ALPHA, power=0.8, alternative="two-sided") * sd
+    widest, widest_sd = widest_budget(curve, variants)
     return (
         f"- What {n} seeds can resolve along the curve: the per-seed gaps scatter with sd {sd:.4f} nats (pooled "
         f"over budgets and variants), so two budgets' gaps must differ by more than {significant:.3f} nats to reach "
         f'p < {ALPHA} and by {detected:.3f} to be found with 80% power. "Settles" means the later changes stay '
-        "below that size, not that the gap is shown constant." + paper_change_clause(significant)
+        f"below that size, not that the gap is shown constant. The scatter is widest at "
+        f"{widest.tokens_per_param:.3g} tokens per parameter (sd {widest_sd:.4f}), so a comparison with that "
+        "budget resolves less than this." + paper_change_clause(significant)
     )
 
 

@@ -125,6 +125,24 @@ def test_regime_curve_reading_recomputed_from_records():
     assert "change from 65k to 524k steps (+0.012) is below what these seeds resolve" in text
 
 
+def test_regime_curve_names_the_budget_whose_gaps_scatter_most():
+    """A budget that ends while the runs' loss still falls steeply scatters more than the pooled sd says: the
+    reading names it with its own sd (pooled over the variants at that budget)."""
+    noise = {100: (0.004, -0.003, -0.001), 260: (0.06, -0.05, 0.01), 520: (0.002, 0.0, -0.004)}
+    records = [
+        r
+        for steps, e in noise.items()
+        for k in range(3)
+        for r in (
+            record("relu", k, steps, 4.5),
+            record("swiglu", k, steps, 4.4 + e[k]),
+            record("geglu", k, steps, 4.4 - e[k]),
+        )
+    ]
+    text = regime_curve_markdown(records, budgets(records), "t")
+    assert f"widest at 26 tokens per parameter (sd {np.std(noise[260], ddof=1):.4f})" in text
+
+
 def test_where_the_gap_settles_is_read_past_the_regime_bar():
     """The same gap at every budget settles from the first one, unless that budget's FFN_ReLU has not cleared
     the regime bar (0.3 nats under the unigram floor, 5.0 here): then it settles from the next, and the regime
@@ -320,7 +338,8 @@ def test_table1_reading_says_when_thread_counts_differ_and_whether_within_a_seed
 
 def test_committed_regime_curve_numbers_recompute():
     """reports/regime_curve: per budget, FFN_ReLU's mean and each variant's paired Δ, 95% CI and Holm p (over the
-    variants at that budget), and where each gap settles (Welch on per-seed gaps), recomputed from the records."""
+    variants at that budget), and where each gap settles (Welch on per-seed gaps, over the budgets past the regime
+    bar), recomputed from the records."""
     import re
 
     from statsmodels.stats.multitest import multipletests
@@ -356,6 +375,9 @@ def test_committed_regime_curve_numbers_recompute():
         ):
             printed = re.search(r"Holm p ([^)]+)\)", row[3 + variants.index(v)]).group(1)
             assert float(printed) == pytest.approx(adjusted, rel=0.06)
+    # where a gap settles is read on the budgets whose every FFN_ReLU seed ends >= 0.3 nats under the floor
+    floor = summaries[0]["eval/unigram_floor"]
+    judged = [n for n in steps if max(final["relu", n, k] for k in seeds) <= floor - 0.3]
     for v in variants:
         line = next(
             ln for ln in text.splitlines() if ln.startswith(f"- {get_variant(v).paper_name} − FFN_ReLU")
@@ -363,9 +385,10 @@ def test_committed_regime_curve_numbers_recompute():
         start = next(
             (
                 n
-                for i, n in enumerate(steps[:-1])
+                for i, n in enumerate(judged[:-1])
                 if all(
-                    st.ttest_ind(gap[v, m], gap[v, n], equal_var=False).pvalue >= 0.05 for m in steps[i + 1 :]
+                    st.ttest_ind(gap[v, m], gap[v, n], equal_var=False).pvalue >= 0.05
+                    for m in judged[i + 1 :]
                 )
             ),
             None,
