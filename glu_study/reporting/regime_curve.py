@@ -102,8 +102,12 @@ def gap_spread(curve: list[Budget], variants: list[str]) -> tuple[float, int] | 
     samples = [g for b in curve for v in variants if len(g := gaps(b, v)) > 1]
     if not samples:
         return None
-    sd = float(np.sqrt(np.mean([np.var(g, ddof=1) for g in samples])))
-    return sd, min(len(g) for g in samples)
+    return pooled_sd(samples), min(len(g) for g in samples)
+
+
+def pooled_sd(samples: list[list[float]]) -> float:
+    """sqrt of the mean of the samples' variances (ddof 1)."""
+    return float(np.sqrt(np.mean([np.var(g, ddof=1) for g in samples])))
 
 
 def widest_budget(curve: list[Budget], variants: list[str]) -> tuple[Budget, float]:
@@ -113,7 +117,7 @@ def widest_budget(curve: list[Budget], variants: list[str]) -> tuple[Budget, flo
     for b in curve:
         samples = [g for v in variants if len(g := gaps(b, v)) > 1]
         if samples:
-            spread[b.steps] = (b, float(np.sqrt(np.mean([np.var(g, ddof=1) for g in samples]))))
+            spread[b.steps] = (b, pooled_sd(samples))
     return max(spread.values(), key=lambda bs: bs[1])
 
 
