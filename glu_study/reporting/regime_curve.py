@@ -113,12 +113,8 @@ def pooled_sd(samples: list[list[float]]) -> float:
 def widest_budget(curve: list[Budget], variants: list[str]) -> tuple[Budget, float]:
     """The budget whose per-seed gaps scatter most (sd pooled over its variants): a pooled sd understates what a
     comparison with it can resolve (e.g. a budget that ends while the runs' loss is still falling steeply)."""
-    spread = {}
-    for b in curve:
-        samples = [g for v in variants if len(g := gaps(b, v)) > 1]
-        if samples:
-            spread[b.steps] = (b, pooled_sd(samples))
-    return max(spread.values(), key=lambda bs: bs[1])
+    per_budget = [(b, [g for v in variants if len(g := gaps(b, v)) > 1]) for b in curve]
+    return max(((b, pooled_sd(s)) for b, s in per_budget if s), key=lambda bs: bs[1])
 
 
 def power_line(curve: list[Budget], variants: list[str]) -> str | None:

@@ -397,3 +397,8 @@ def test_committed_regime_curve_numbers_recompute():
             None,
         )
         assert (f"({start} steps): no later" in line) if start else ("**does not settle**" in line)
+    # the budget whose per-seed gaps scatter most, its sd pooled over the variants
+    sd = {n: np.sqrt(np.mean([np.var(gap[v, n], ddof=1) for v in variants])) for n in steps}
+    widest = max(sd, key=sd.get)
+    ratio = np.mean([s["tokens_per_param"] for s in summaries if s["steps"] == widest])
+    assert f"widest at {ratio:.3g} tokens per parameter (sd {sd[widest]:.4f})" in text
