@@ -195,8 +195,9 @@ def regime_line(all_sizes: list[Size], floor: float | None) -> str:
 
 
 def baseline_line(all_sizes: list[Size]) -> str | None:
-    """Does the baseline itself get better with size? Every size trains the same number of steps, so a larger
-    model that ends no better is further from convergence, and a gap read across sizes then mixes size with that."""
+    """Does the baseline itself get better with size? What a larger model that ends no better means depends on how
+    far each size was trained: at one step budget it is further from convergence; at one tokens-per-parameter
+    ratio it simply gains nothing from its width here."""
     means = [
         (s.model, float(np.mean(a)))
         for s in all_sizes
@@ -207,11 +208,33 @@ def baseline_line(all_sizes: list[Size]) -> str | None:
     listed = ", ".join(f"{m} {v:.4f}" for m, v in means)
     if all(b < a for (_, a), (_, b) in zip(means, means[1:], strict=False)):
         return f"- Size: FFN_ReLU's mean improves with every size ({listed}): larger models learn more here."
+    line = f"- Size: FFN_ReLU's mean does **not** improve with every size ({listed})."
+    if len({r.steps for s in all_sizes for r in s.records}) == 1:
+        return line + (
+            " Every size trains the same number of steps, so a larger model that ends no better is further from "
+            "convergence: a trend below mixes model size with under-training at the larger sizes."
+        )
+    if equal_length(all_sizes):
+        return line + (
+            " Every size saw the same tokens per parameter, so the larger model gains nothing from its width at "
+            "this training length on this corpus (it also repeats the corpus more: see the training line)."
+        )
     return (
-        f"- Size: FFN_ReLU's mean does **not** improve with every size ({listed}). Every size trains the same number "
-        "of steps, so a larger model that ends no better is further from convergence: a trend below mixes model size "
-        "with under-training at the larger sizes."
+        line
+        + " The sizes were trained to different lengths, so a trend below mixes size with training length."
     )
+
+
+def length_line(all_sizes: list[Size]) -> str:
+    """How far each size was trained: tokens per non-embedding parameter, steps and, where the runs recorded it,
+    passes over the training chunks (equal tokens per parameter on one corpus are unequal passes)."""
+    parts, lengths = [], training_lengths(all_sizes)
+    for s in all_sizes:
+        passes = [r.data_epochs for r in s.records if r.data_epochs is not None]
+        steps = sorted({r.steps for r in s.records})
+        part = f"{s.model} {lengths[s.model]:.3g} ({'/'.join(f'{n:,}' for n in steps)} steps"
+        parts.append(part + (f", {np.mean(passes):.2f} passes over the training chunks)" if passes else ")"))
+    return f"- Training length, tokens seen per non-embedding parameter: {'; '.join(parts)}."
 
 
 def trend_word(t: Trend) -> str:
@@ -287,12 +310,13 @@ def scope_line(all_sizes: list[Size], seeds: int) -> str:
     base = param_counts(MODEL_SIZES["t5_base"], get_variant(BASELINE), vocab_size=32128)[
         "non_embedding_params"
     ]
+    what = "A slope" if len(all_sizes) >= 3 else "A difference between the two sizes"
     return (
         f"- What this can say: {len(all_sizes)} sizes spanning {hi / lo:.1f}x in non-embedding parameters "
-        f"({lo:,} to {hi:,}), {seeds} seeds each, one corpus and one short schedule. A slope here is local to "
-        f"these sizes and this budget; it does not extrapolate to the paper's T5-base ({base:,} non-embedding "
-        f"parameters, {base / hi:.0f}x the largest here) or beyond, and runs of one seed share batches across "
-        "sizes, so the points of a trend are not fully independent."
+        f"({lo:,} to {hi:,}), {seeds} seeds each, one corpus and one recipe (how far each size trained: the training line above). {what} "
+        f"here is local to these sizes and these lengths; it does not extrapolate to the paper's T5-base ({base:,} "
+        f"non-embedding parameters, {base / hi:.0f}x the largest here) or beyond, and runs of one seed share "
+        "batches across sizes, so the sizes are not fully independent evidence."
     )
 
 
@@ -300,6 +324,7 @@ def reading(records: list[RunRecord], all_sizes: list[Size]) -> list[str]:
     floor = unigram_floor(records)
     passing = past_floor(all_sizes, floor)
     lines = [regime_line(all_sizes, floor)]
+    lines.append(length_line(all_sizes))
     lines += [x for x in (baseline_line(all_sizes),) if x]
     present = set(variants_of(all_sizes))
     lines += [x for v in GLU if v in present if (x := gap_line(all_sizes, v, passing))]
@@ -403,7 +428,11 @@ def scaling_markdown(records: list[RunRecord], all_sizes: list[Size], title: str
             else " — **the sizes differ in training length**, so these slopes mix size with training length."
         )
         + "\n\n"
-        + trend_table(all_sizes)
+        + (
+            trend_table(all_sizes)
+            if len(all_sizes) >= 3
+            else f"{len(all_sizes)} sizes: no slope (two points have no CI); the reading compares the sizes.\n"
+        )
         + "\n"
     )
     w("## Reading\n\n" + "\n".join(reading(records, all_sizes)) + "\n")

@@ -211,6 +211,45 @@ def test_size_verdicts_at_equal_training_length():
     assert "per doubling" in gap_line(three, "swiglu", three)
 
 
+def test_equal_ratio_reading_prints_each_sizes_length_and_does_not_blame_under_training():
+    """Sizes trained to one tokens-per-parameter ratio take different step counts and passes: the reading prints
+    both per size, and a larger FFN_ReLU that ends no better is not called under-trained."""
+    from glu_study.reporting.records import RunRecord
+    from glu_study.reporting.scaling import baseline_line, length_line, sizes
+
+    shape = {"t5_nano": (100, 260, 1.5), "t5_micro": (233, 606, 3.4)}  # params, steps, passes
+    records = [
+        RunRecord(
+            f"{m}-{v}-s{k}",
+            v,
+            k,
+            m,
+            "g",
+            p,
+            p,
+            1,
+            n,
+            26 * p,
+            4.0 - 0.01 * k,
+            None,
+            None,
+            tokens_per_param=26.5,
+            data_epochs=e,
+        )
+        for m, (p, n, e) in shape.items()
+        for v in ("relu", "swiglu")
+        for k in range(2)
+    ]
+    both = sizes(records)
+    assert length_line(both) == (
+        "- Training length, tokens seen per non-embedding parameter: t5_nano 26.5 (260 steps, 1.50 passes over "
+        "the training chunks); t5_micro 26.5 (606 steps, 3.40 passes over the training chunks)."
+    )
+    line = baseline_line(both)
+    assert "does **not** improve" in line and "same tokens per parameter" in line
+    assert "under-training" not in line
+
+
 @pytest.mark.slow
 def test_reading_says_whether_the_baseline_improves_with_size(scaling_dir, report):
     """With one step budget for every size, a larger FFN_ReLU that ends no better is under-trained: said, not hidden."""
