@@ -8,8 +8,9 @@ variant's advantage over ReLU (its mean over seeds at a size) is regressed on lo
 parameters, one point per size: its slope is the change per doubling of the model, with a 95% CI (three sizes at
 least; two sizes are compared, "larger at X than at Y"). A change across sizes is read as an effect of size only
 when the sizes were trained equally far (tokens per parameter within 10%); where a size's FFN_ReLU misses the
-regime bar (REGIME_MARGIN under the unigram floor), the reading is given again without that size. `write_scaling` writes scaling.md, runs.csv,
-scaling.png and gap.png; every sentence of the reading is generated from these numbers.
+regime bar (REGIME_MARGIN under the unigram floor), the reading is given again without that size; where the sizes
+repeat the corpus unequally (equal tokens per parameter, one corpus), the reading says so. `write_scaling` writes
+scaling.md, runs.csv, scaling.png and gap.png; every sentence of the reading is generated from these numbers.
 """
 
 from __future__ import annotations
@@ -305,19 +306,39 @@ def challenger_line(all_sizes: list[Size], variant: str) -> str | None:
     return f"- {_name(variant)} − FFN_SwiGLU per size: {parts}: {verdict}."
 
 
+def passes_differ(all_sizes: list[Size], tolerance: float = 1.1) -> dict[str, float] | None:
+    """Each size's mean passes over the training chunks, where they differ by more than 10% (None otherwise, or
+    where the runs did not record them): equal tokens per parameter on one corpus repeat it unequally."""
+    passes = {
+        s.model: float(np.mean(e))
+        for s in all_sizes
+        if (e := [r.data_epochs for r in s.records if r.data_epochs is not None])
+    }
+    if len(passes) < 2 or max(passes.values()) <= tolerance * min(passes.values()):
+        return None
+    return passes
+
+
 def scope_line(all_sizes: list[Size], seeds: int) -> str:
     lo, hi = all_sizes[0].params, all_sizes[-1].params
     base = param_counts(MODEL_SIZES["t5_base"], get_variant(BASELINE), vocab_size=32128)[
         "non_embedding_params"
     ]
     what = "A slope" if len(all_sizes) >= 3 else "A difference between the two sizes"
-    return (
+    line = (
         f"- What this can say: {len(all_sizes)} sizes spanning {hi / lo:.1f}x in non-embedding parameters "
-        f"({lo:,} to {hi:,}), {seeds} seeds each, one corpus and one recipe (how far each size trained: the training line above). {what} "
-        f"here is local to these sizes and these lengths; it does not extrapolate to the paper's T5-base ({base:,} "
-        f"non-embedding parameters, {base / hi:.0f}x the largest here) or beyond, and runs of one seed share "
-        "batches across sizes, so the sizes are not fully independent evidence."
+        f"({lo:,} to {hi:,}), {seeds} seeds each, one corpus and one recipe (how far each size trained: the "
+        f"training line above). {what} here is local to these sizes and these lengths; it does not extrapolate "
+        f"to the paper's T5-base ({base:,} non-embedding parameters, {base / hi:.0f}x the largest here) or "
+        "beyond, and runs of one seed share batches across sizes, so the sizes are not fully independent evidence."
     )
+    if passes := passes_differ(all_sizes):
+        listed = ", ".join(f"{m} {e:.2f}" for m, e in passes.items())
+        line += (
+            f" The sizes also repeat the corpus unequally ({listed} passes), so a difference between them is one "
+            "of size and repetition together (experiment=regime_control measures what repetition does at one size)."
+        )
+    return line
 
 
 def reading(records: list[RunRecord], all_sizes: list[Size]) -> list[str]:

@@ -215,7 +215,7 @@ def test_equal_ratio_reading_prints_each_sizes_length_and_does_not_blame_under_t
     """Sizes trained to one tokens-per-parameter ratio take different step counts and passes: the reading prints
     both per size, and a larger FFN_ReLU that ends no better is not called under-trained."""
     from glu_study.reporting.records import RunRecord
-    from glu_study.reporting.scaling import baseline_line, length_line, sizes
+    from glu_study.reporting.scaling import baseline_line, length_line, scope_line, sizes
 
     shape = {"t5_nano": (100, 260, 1.5), "t5_micro": (233, 606, 3.4)}  # params, steps, passes
     records = [
@@ -245,6 +245,7 @@ def test_equal_ratio_reading_prints_each_sizes_length_and_does_not_blame_under_t
         "- Training length, tokens seen per non-embedding parameter: t5_nano 26.5 (260 steps, 1.50 passes over "
         "the training chunks); t5_micro 26.5 (606 steps, 3.40 passes over the training chunks)."
     )
+    assert "repeat the corpus unequally (t5_nano 1.50, t5_micro 3.40 passes)" in scope_line(both, 2)
     line = baseline_line(both)
     assert "does **not** improve" in line and "same tokens per parameter" in line
     assert "under-training" not in line
@@ -387,3 +388,14 @@ def test_committed_scaling_regime_compares_sizes_at_equal_training_length():
     bigger, smaller = (large, small) if diff > 0 else (small, large)
     verdict = f"**larger at {bigger} than at {smaller}**" if p < 0.05 else f"**not resolved** between {small}"
     assert verdict in line and "per doubling" not in line
+    # both sizes past the regime bar (every FFN_ReLU seed >= 0.3 nats under the floor), and each size's passes
+    floor = next(iter(runs.values()))["eval/unigram_floor"]
+    worst = {
+        m: min(floor - s["eval/log_perplexity"] for (mm, v, _), s in runs.items() if (mm, v) == (m, "relu"))
+        for m in ratio
+    }
+    assert min(worst.values()) >= 0.3 and "**every size learns more than token frequencies**" in text
+    training = next(ln for ln in text.splitlines() if ln.startswith("- Training length"))
+    for m in ratio:
+        passes = np.mean([s["data_epochs"] for (mm, _, _), s in runs.items() if mm == m])
+        assert f"{m} {ratio[m]:.3g} (" in training and f"{passes:.2f} passes" in training
