@@ -134,6 +134,15 @@ def training_lengths(all_sizes: list[Size]) -> dict[str, float]:
     return {s.model: float(np.mean([r.tokens_per_param for r in s.records])) for s in all_sizes}
 
 
+def data_passes(all_sizes: list[Size]) -> dict[str, float]:
+    """Passes over the training chunks at each size (mean over its runs), for the sizes whose runs recorded it."""
+    return {
+        s.model: float(np.mean(e))
+        for s in all_sizes
+        if (e := [r.data_epochs for r in s.records if r.data_epochs is not None])
+    }
+
+
 def equal_length(all_sizes: list[Size], tolerance: float = 1.1) -> bool:
     """Whether the sizes were trained equally far (tokens per parameter within 10%): only then can a change of
     the gap across them be read as an effect of size rather than of training length."""
@@ -229,12 +238,12 @@ def baseline_line(all_sizes: list[Size]) -> str | None:
 def length_line(all_sizes: list[Size]) -> str:
     """How far each size was trained: tokens per non-embedding parameter, steps and, where the runs recorded it,
     passes over the training chunks (equal tokens per parameter on one corpus are unequal passes)."""
-    parts, lengths = [], training_lengths(all_sizes)
+    parts, lengths, passes = [], training_lengths(all_sizes), data_passes(all_sizes)
     for s in all_sizes:
-        passes = [r.data_epochs for r in s.records if r.data_epochs is not None]
         steps = sorted({r.steps for r in s.records})
         part = f"{s.model} {lengths[s.model]:.3g} ({'/'.join(f'{n:,}' for n in steps)} steps"
-        parts.append(part + (f", {np.mean(passes):.2f} passes over the training chunks)" if passes else ")"))
+        known = s.model in passes
+        parts.append(part + (f", {passes[s.model]:.2f} passes over the training chunks)" if known else ")"))
     return f"- Training length, tokens seen per non-embedding parameter: {'; '.join(parts)}."
 
 
@@ -307,13 +316,9 @@ def challenger_line(all_sizes: list[Size], variant: str) -> str | None:
 
 
 def passes_differ(all_sizes: list[Size], tolerance: float = 1.1) -> dict[str, float] | None:
-    """Each size's mean passes over the training chunks, where they differ by more than 10% (None otherwise, or
-    where the runs did not record them): equal tokens per parameter on one corpus repeat it unequally."""
-    passes = {
-        s.model: float(np.mean(e))
-        for s in all_sizes
-        if (e := [r.data_epochs for r in s.records if r.data_epochs is not None])
-    }
+    """Each size's passes over the training chunks, where they differ by more than 10% (None otherwise, or where
+    the runs did not record them): equal tokens per parameter on one corpus repeat it unequally."""
+    passes = data_passes(all_sizes)
     if len(passes) < 2 or max(passes.values()) <= tolerance * min(passes.values()):
         return None
     return passes
