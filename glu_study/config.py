@@ -144,6 +144,10 @@ class LoopSettings:
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # 0 disables; Adafactor already clips its *update* at RMS 1.0
     eval_every: int = 100
+    # A closer look at one stretch (experiment=fall_probe): from step `eval_dense_from` on, also evaluate every
+    # `eval_dense_every` steps; 0 in either turns it off.
+    eval_dense_from: int = 0
+    eval_dense_every: int = 0
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -199,6 +203,9 @@ class Config:
     challenger: ChallengerConfig = field(default_factory=ChallengerConfig)
     seed: int = 0
     name: str = "${ffn.name}-s${seed}"
+    # The kind of study a preset's runs make up (table1, lr_check, fall_probe, ...): recorded in every run's
+    # config, so that a report knows what its runs are for; None for a run outside a study.
+    study: str | None = None
 
 
 @dataclass
@@ -284,6 +291,7 @@ LOOP_RANGES = {
     **dict.fromkeys(("keep_checkpoints", "log_every"), (1, True)),
     "lr": (0.0, False),
     **dict.fromkeys(("warmup_steps", "weight_decay", "grad_clip", "num_threads"), (0, True)),
+    **dict.fromkeys(("eval_dense_from", "eval_dense_every"), (0, True)),
 }
 FINETUNE_RANGES = {
     **dict.fromkeys(("inputs_length", "targets_length", "eval_batch_size", "mixing_limit"), (1, True)),

@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from glu_study.cli import check_overrides, guarded
+from glu_study.code_version import code_version
 from glu_study.config import check_data, check_model, check_trainer
 from glu_study.data import PretrainData
 from glu_study.data.loader import StepBatches, step_loader
@@ -108,7 +109,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if not info.is_main:
             return None
         figures = heldout_figures(model, data, device, trainer.precision, per_rank * trainer.grad_accum)
-        state.record_eval(figures[TEST_METRIC], figures[VAL_METRIC])
+        state.record_eval(figures)
         tracker.log(state.step, figures)
         return state.last_eval
 
@@ -219,6 +220,7 @@ def derived_figures(cfg, variant: Variant, data: PretrainData, model) -> dict:
         "corpus_fingerprint": data.info.corpus_fingerprint,
         "corpus_sources": data.info.corpus_sources,
         "tokenizer_fingerprint": data.info.tokenizer_fingerprint,
+        **code_version(),
     }
 
 
@@ -243,12 +245,16 @@ def run_summary(
         TEST_METRIC: state.last_eval,
         "eval/best_log_perplexity": state.best_eval,
         VAL_METRIC: state.last_val,
+        # the latest evaluation's copyable / novel split of both sets (glu_study.training.heldout)
+        **{k: v for k, v in state.last_figures.items() if k not in (TEST_METRIC, VAL_METRIC)},
         "eval/unigram_floor": derived["unigram_floor"],
         # Leakage: the share of the test set's 8-token windows that occur in the training split.
         "eval/test_ngram_overlap": round(derived["test_ngram_overlap"], 4),
         "corpus_fingerprint": derived["corpus_fingerprint"],
         "corpus_sources": derived["corpus_sources"],
         "tokenizer_fingerprint": derived["tokenizer_fingerprint"],
+        "code_commit": derived["code_commit"],  # the code that ran (glu_study.code_version)
+        "code_clean": derived["code_clean"],
         "train/tokens_per_s": state.tokens_per_s,
         "wall_s": round(state.wall_s, 3),
         "world_size": info.world_size,

@@ -169,6 +169,12 @@ class TrainLoop:
     def due(self, every: int) -> bool:
         return self.state.step % every == 0 or self.state.step == self.settings.max_steps
 
+    def eval_due(self) -> bool:
+        """Every `eval_every` steps and at the end; also every `eval_dense_every` from `eval_dense_from` on."""
+        s, step = self.settings, self.state.step
+        dense = s.eval_dense_from and s.eval_dense_every and step >= s.eval_dense_from
+        return self.due(s.eval_every) or bool(dense and (step - s.eval_dense_from) % s.eval_dense_every == 0)
+
     def run(self, train_step: Callable[[], tuple[torch.Tensor, int]], evaluate: Callable[[], object]) -> None:
         """`train_step()` does one optimizer step, returning (its loss on the device, the tokens it trained on)."""
         s, state = self.settings, self.state
@@ -189,7 +195,7 @@ class TrainLoop:
                 bar.update(1)
                 if self.due(s.log_every):
                     self.log_window(window, bar)
-                if self.due(s.eval_every):
+                if self.eval_due():
                     evaluate()
                 if self.due(s.checkpoint_every):
                     self.checkpointer.save(f"step_{state.step}", s.keep_checkpoints)

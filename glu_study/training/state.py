@@ -32,9 +32,14 @@ class PretrainState(RunState):
     last_eval: float | None = None  # eval/log_perplexity (test) of the latest evaluation
     best_eval: float | None = None
     last_val: float | None = None  # val/log_perplexity of the latest evaluation
+    # every figure of the latest evaluation (glu_study.training.heldout: both sets, copyable and novel tokens)
+    last_figures: dict = field(default_factory=dict)
 
-    def record_eval(self, test: float, val: float) -> None:
-        self.last_eval, self.last_val = test, val
+    def record_eval(self, figures: dict[str, float]) -> None:
+        """One evaluation's figures (heldout_figures), the paper's metric of the test set and the validation set's
+        among them."""
+        test, val = figures["eval/log_perplexity"], figures["val/log_perplexity"]
+        self.last_eval, self.last_val, self.last_figures = test, val, dict(figures)
         self.best_eval = test if self.best_eval is None else min(self.best_eval, test)
 
 

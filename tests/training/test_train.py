@@ -76,6 +76,59 @@ def test_short_run_lowers_heldout_log_perplexity(tmp_path):
     assert len(list_checkpoints(tmp_path)) == cfg.trainer.keep_checkpoints
 
 
+def test_copyable_and_novel_tokens_partition_the_papers_metric(tmp_path, tiny_data):
+    """The two classes' weighted mean is the paper's metric at every evaluation, on both held-out sets."""
+    cfg = compose([*TINY, "trainer.max_steps=6", "trainer.eval_every=3"])
+    summary = train(cfg, tmp_path)
+    events = [r for r in read_metrics(tmp_path) if "eval/log_perplexity" in r]
+    assert [r["step"] for r in events] == [0, 3, 6]
+    for record in [*events, summary]:
+        for prefix in ("eval", "val"):
+            share = record[f"{prefix}/copyable_share"]
+            copyable, novel = (
+                record[f"{prefix}/copyable_log_perplexity"],
+                record[f"{prefix}/novel_log_perplexity"],
+            )
+            assert 0 < share < 1 and copyable != novel
+            whole = share * copyable + (1 - share) * novel
+            assert whole == pytest.approx(record[f"{prefix}/log_perplexity"], rel=1e-12)
+    # the class is the token's id in the example's visible input: recounted here from the held-out pairs
+    copyable = total = 0
+    for inputs, labels in tiny_data.eval_pairs("test"):
+        copyable += int(sum(label in set(inputs.tolist()) for label in labels.tolist()))
+        total += len(labels)
+    assert summary["eval/copyable_share"] == pytest.approx(copyable / total, abs=1e-12)
+
+
+def test_dense_evaluations_from_a_step_on(tmp_path):
+    cfg = compose(
+        [
+            *TINY,
+            "trainer.max_steps=12",
+            "trainer.eval_every=6",
+            "trainer.eval_dense_from=7",
+            "trainer.eval_dense_every=2",
+        ]
+    )
+    train(cfg, tmp_path)
+    assert [s for s, _ in evals(tmp_path)] == [0, 6, 7, 9, 11, 12]
+
+
+def test_every_run_records_its_code_version(tmp_path):
+    summary = train(compose([*TINY, "trainer.max_steps=2"]), tmp_path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    assert summary["code_commit"] == head.stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=True)
+    assert summary["code_clean"] is (dirty.stdout.strip() == "")
+    assert json.loads((tmp_path / "summary.json").read_text())["code_commit"] == summary["code_commit"]
+
+
+def test_code_version_outside_a_checkout(tmp_path):
+    from glu_study.code_version import code_version
+
+    assert code_version(tmp_path) == {"code_commit": None, "code_clean": None}
+
+
 def test_export_loads_in_transformers_and_reproduces_eval(tmp_path, tiny_data):
     cfg = compose([*TINY, "ffn=swiglu"])
     summary = train(cfg, tmp_path)
@@ -136,11 +189,12 @@ def test_run_state_is_typed_and_restores_what_it_saved():
     from glu_study.training.state import FinetuneState, PretrainState
 
     state = PretrainState(step=5, data_position=40, wandb_id="ab12")
-    state.record_eval(4.0, 4.1)
-    state.record_eval(4.2, 4.3)
+    state.record_eval({"eval/log_perplexity": 4.0, "val/log_perplexity": 4.1})
+    state.record_eval({"eval/log_perplexity": 4.2, "val/log_perplexity": 4.3, "eval/copyable_share": 0.5})
     restored = PretrainState()
     restored.load_state_dict(state.state_dict())
     assert restored == state and restored.best_eval == 4.0 and restored.last_val == 4.3
+    assert restored.last_figures["eval/copyable_share"] == 0.5  # the latest evaluation's every figure
     older = PretrainState()
     older.load_state_dict({"step": 7, "data_position": 56})  # a checkpoint from before a field existed
     assert older.step == 7 and older.last_val is None
