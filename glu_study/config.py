@@ -8,6 +8,7 @@ say (a choice among names, a count that must be positive, a rate that must not b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,7 @@ DATA_RANGES = {
     **dict.fromkeys(("max_train_documents", "max_heldout_documents", "tokenizer_max_sentences"), (1, True)),
     "tokenizer_threads": (1, True),
     "num_proc": (0, True),
+    "eval_seed": (0, True),
     "min_paragraph_chars": (0, True),
     "heldout_percent": (0.0, False),
     "max_epochs": (0.0, False),
@@ -309,7 +311,12 @@ DATA_RANGES = {
 
 
 def check_ranges(settings, group: str, ranges: dict) -> None:
-    """One ConfigError for the first setting below its range: `group.key must be >= low` (or `> low`)."""
+    """One ConfigError for the first number of the group that is not finite (`trainer.lr=nan` would otherwise
+    train until the loss is NaN), then for the first setting below its range: `group.key must be >= low` (or
+    `> low`)."""
+    for key, value in settings.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{group}.{key} must be a finite number, got {value}")
     for key, (low, inclusive) in ranges.items():
         value = settings[key]
         if value < low or (value == low and not inclusive):
@@ -324,6 +331,15 @@ def check_settings(settings, group: str, extra_ranges: dict | None = None) -> No
     check_ranges(settings, group, {**LOOP_RANGES, **(extra_ranges or {})})
     if not 0.0 <= settings.decay_fraction <= 1.0:
         raise ConfigError(f"{group}.decay_fraction must be in [0, 1], got {settings.decay_fraction}")
+
+
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's generators take
+
+
+def check_seed(seed: int) -> None:
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise ConfigError(f"seed must be in {low} ... {high}, got {seed}")
 
 
 LOGGER_MODES = ("auto", "online", "offline", "disabled")

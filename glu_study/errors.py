@@ -11,6 +11,7 @@ import contextlib
 import sys
 
 EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the shell's 128 + 2, so scripts and sweeps stop too
 
 
 class BadInputError(ValueError):
@@ -45,9 +46,18 @@ class NonFiniteLossError(RuntimeError):
 def cli_exit_codes(cleanup=lambda: None):
     """The command-line contract around a command's body: BadInputError -> `cleanup()` (remove what this
     invocation created; never when another process owns the directory), one `error:` line, exit 2;
-    NonFiniteLossError -> one `error:` line, exit 3."""
+    NonFiniteLossError -> one `error:` line, exit 3; Ctrl-C outside the training loop (which checkpoints first,
+    glu_study.training.loop.StopSignals) or a second Ctrl-C inside it -> one `error:` line, exit 130, and nothing
+    removed (everything kept is complete: files are written whole or not at all)."""
     try:
         yield
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted (Ctrl-C); what was finished is kept (the last checkpoint, finished cache pieces): "
+            "run the same command to continue",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except BadInputError as e:
         if not isinstance(e, DirectoryBusyError):
             cleanup()

@@ -59,12 +59,21 @@ def evaluate_run(run_dir: Path, batch_size: int = 32, device: str = "cpu") -> di
     return {**record, "checkpoint": source}
 
 
+USAGE = "usage: python -m glu_study.evaluate run_dir=DIR [batch_size=32] [device=cpu]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = OmegaConf.from_cli(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(
+            f"{USAGE}\n\n{__doc__.strip()}\n\nexample: python -m glu_study.evaluate run_dir=runs/dev/swiglu-s0"
+        )
+        return 0
+    args = OmegaConf.from_cli(argv)
 
     def body() -> int:
         if "run_dir" not in args:
-            raise ConfigError("usage: python -m glu_study.evaluate run_dir=DIR [batch_size=32] [device=cpu]")
+            raise ConfigError(USAGE)
         result = evaluate_run(
             Path(str(args.run_dir)), int(args.get("batch_size", 32)), str(args.get("device", "cpu"))
         )

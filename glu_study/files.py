@@ -33,6 +33,11 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700: give the result the usual permissions
     try:
         yield tmp
+        # Some writers make private temporary files and rename them (safetensors: 0600): the usual permissions
+        # for every file, as for the directory.
+        for path in tmp.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, 0o666 & ~current_umask())
         if replace and final.exists():
             shutil.rmtree(final)
         try:
@@ -101,27 +106,39 @@ def build_lock(path: Path, what: str, log=print) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+@contextmanager
 def process_pool(workers: int):
     """A process pool whose workers are *spawned*, not forked. A forked worker inherits every open descriptor,
     the cache's build lock (build_lock) included, so a worker orphaned by a killed builder would go on holding
     the lock and the next builder would wait for it forever; a spawned one starts clean. Each worker also exits
-    when its builder dies (exit_with_parent)."""
+    when its builder dies and ignores Ctrl-C (exit_with_parent): the terminal sends SIGINT to the whole process
+    group, and the builder alone decides — on any exception, Ctrl-C included, the work not yet started is
+    cancelled, the pieces being built finish (each is renamed into place whole), and the exception goes on."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent
     )
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def exit_with_parent() -> None:
     """Pool-worker initializer: exit as soon as the process that started this one is gone (a SIGKILL, an
     out-of-memory kill). The pool's task queue keeps a pipe's write end open in every worker, so an orphan never
-    sees end-of-file: it would wait for its next task forever, holding its memory."""
+    sees end-of-file: it would wait for its next task forever, holding its memory. Ctrl-C is the builder's to
+    handle (process_pool), so a worker ignores SIGINT."""
     import multiprocessing
+    import signal
     import threading
     from multiprocessing.connection import wait
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is None:  # not started by multiprocessing: nothing to watch
         return

@@ -113,7 +113,9 @@ def plot_gated_units(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m glu_study.gallery", description="Activation and gated-unit figures."
+        prog="python -m glu_study.gallery",
+        description="Activation and gated-unit figures.",
+        epilog="example: python -m glu_study.gallery --out /tmp/figures",
     )
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "figures")
     args = p.parse_args(argv)

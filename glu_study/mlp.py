@@ -26,7 +26,11 @@ from glu_study.training.mlp import train_one
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m glu_study.mlp", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m glu_study.mlp",
+        description=__doc__.split("\n\n")[0],
+        epilog="example: python -m glu_study.mlp --variants paper --seeds 0,1",
+    )
     p.add_argument("--fashion-mnist", type=Path, help="directory with the four Fashion-MNIST IDX files")
     p.add_argument("--variants", default="all", help="comma-separated names, 'paper', or 'all' (default)")
     p.add_argument("--seeds", default="0,1,2")

@@ -17,9 +17,14 @@ from glu_study.data.prepared import prepare_data
 from glu_study.data.spans import validate_span_settings
 from glu_study.errors import exit_status
 
+EXAMPLE = "python -m glu_study.prepare experiment=table1_paper data.num_proc=32   (before a GPU sweep)"
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"usage: python -m glu_study.prepare [overrides]\n\n{__doc__.strip()}\n\nexample: {EXAMPLE}")
+        return 0
     check_overrides("config", argv)  # a mistyped key or group: one error line, exit 2
 
     def body() -> int:

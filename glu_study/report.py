@@ -3,13 +3,14 @@
     python -m glu_study.report runs/table1_cpu                     # a sweep directory (or several run dirs)
     python -m glu_study.report --wandb ENTITY/PROJECT --group table1_cpu
 
-writes reports/<experiment>/: table1.md, runs.csv, curves.png, ranking.png (runs of several model sizes: the
+writes <the first directory>/report/ (or --out DIR; with --wandb, ./report-<group>/): table1.md, runs.csv,
+curves.png, ranking.png (runs of several model sizes: the
 scaling study's scaling.md, runs.csv, scaling.png, gap.png; runs at several learning rates: the rate check's
 lr_check.md, lr_check.png; one size at several training lengths: regime_curve.md, runs.csv,
 regime_curve.png; with --reference GROUP, a repetition control against the study GROUP: regime_control.md,
-regime_control.png), and runs/<name>/ with the raw records
-every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can regenerate the
-same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
+regime_control.png; a fall probe: fall_probe.md, fall_probe.png), and, with --out, runs/<name>/ with the raw
+records every number was computed from (summary.json, metrics.jsonl, config.yaml), so `make report` can
+regenerate the same files from what is committed. Runs with fine-tune records (finetune/<name>/scores.json) add table2.md and
 finetune.csv: Tables 2-4 (glu_study.reporting.tables2_4), their records copied beside the others. Local
 directories and the W&B Public API are two readers of one record type (glu_study.reporting.records). Runs
 whose corpus fingerprints differ are never pooled: the command refuses them (exit 2), naming the runs.
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 from glu_study.errors import DataError, exit_status
+from glu_study.reporting import fall_probe
 from glu_study.reporting.lr_check import is_lr_check, write_lr_check
 from glu_study.reporting.readme import readme_markers, readme_section, update_readme
 from glu_study.reporting.records import (
@@ -50,6 +52,9 @@ CONTROL_FILES = ("regime_control.md", "regime_control.png")
 def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tuple[list[str], str]:
     """Write the study these runs make up (which one, the records tell) into out_dir; its files, main one
     first, and a one-line summary."""
+    if {r.study for r in records} == {"fall_probe"}:  # the kind its preset recorded (older runs record none)
+        fall_probe.write_fall_probe(records, out_dir, experiment)
+        return list(fall_probe.FILES), f"{len(records)} runs"
     if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1
         write_lr_check(records, out_dir, experiment)
         return list(LR_CHECK_FILES), f"{len(records)} runs"
@@ -64,13 +69,22 @@ def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tup
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m glu_study.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m glu_study.report",
+        description=__doc__.split("\n\n")[0],
+        epilog="example: python -m glu_study.report runs/table1_cpu   (writes runs/table1_cpu/report/)",
+    )
     p.add_argument("dirs", nargs="*", type=Path, help="run directories or sweep directories")
     p.add_argument(
         "--wandb", metavar="ENTITY/PROJECT", help="read the runs through the W&B Public API instead"
     )
     p.add_argument("--group", help="W&B group (experiment) to read; default: all finished runs")
-    p.add_argument("--out", type=Path, help="output directory (default: ./reports/<experiment>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output directory, with a copy of the runs' raw records so that it regenerates (default: <the first "
+        "directory given>/report, beside the runs and without a copy; with --wandb: ./report-<group>)",
+    )
     p.add_argument(
         "--readme", type=Path, help="also refresh this README's <!-- <experiment>:begin/end --> section"
     )
@@ -103,10 +117,10 @@ def report(args: argparse.Namespace) -> int:
     check_one_corpus(records)
     groups = sorted({r.group for r in records})
     experiment = groups[0] if len(groups) == 1 else "mixed"
-    out_dir = args.out or Path.cwd() / "reports" / experiment
+    out_dir = output_dir(args, experiment)
     if args.readme:
         readme_markers(args.readme, experiment)
-    if run_dirs:
+    if run_dirs and args.out:
         copy_raw_records(run_dirs, out_dir / "runs")
     files, summary = write_study(records, out_dir, experiment)
     publish(out_dir, files, summary, experiment, args.readme)
@@ -116,16 +130,29 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def output_dir(args: argparse.Namespace, experiment: str) -> Path:
+    """Where the report goes: --out (a committed study: `make report` passes reports/<study>), else beside the
+    runs it reads (<first directory>/report; no copy of their records, which are right there), else, for runs
+    read from W&B, ./report-<group>. Never the repository's reports/ unless asked."""
+    if args.out:
+        return args.out
+    if args.dirs:
+        return args.dirs[0].absolute() / "report"
+    return Path.cwd() / f"report-{experiment}"
+
+
 def control_report(args: argparse.Namespace, run_dirs: list[Path], records: list[RunRecord]) -> int:
     """The repetition control against its reference study (glu_study.reporting.regime_control), its records
     copied into runs/<group>/; the reference's runs that pair with no control run are left out."""
     reference, control = split_reference(records, args.reference)
     ps = pairs(reference, control)
     experiment = control[0].group
-    out_dir = args.out or Path.cwd() / "reports" / experiment
+    out_dir = output_dir(args, experiment)
     if args.readme:
         readme_markers(args.readme, experiment)
-    if run_dirs:  # one folder per group: the reference's and the control's runs share names (relu-s0)
+    if (
+        run_dirs and args.out
+    ):  # one folder per group: the reference's and the control's runs share names (relu-s0)
         used = {(r.group, r.name) for p in ps for r in (p.reference, p.control)}
         for group in sorted({g for g, _ in used}):
             dirs = [

@@ -172,19 +172,34 @@ def publish(run_dir: Path, model, data: PretrainData, tracker: Tracker, summary:
 
 
 def next_steps(run_dir: Path, summary: dict, mode: str) -> str:
-    """What a newcomer needs after the bare figure: what it compares with, and where to look next."""
+    """What a newcomer needs after the bare figure: what it compares with, and where to look next — as commands
+    that run as printed from a fresh shell (this environment's own python and wandb, no activated venv)."""
     floor, val = summary["eval/unigram_floor"], summary["val/log_perplexity"]
+    python, wandb = (
+        environment_command(sys.executable),
+        environment_command(Path(sys.executable).parent / "wandb"),
+    )
     lines = [
         f"  unigram floor of the held-out set {floor:.4f} (a model that learned only token frequencies); "
         f"validation set {val:.4f}; {summary['tokens_per_param']:g} tokens seen per non-embedding parameter",
         f"  run directory: {run_dir}",
-        f"  report:        python -m glu_study.report {run_dir}",
+        f"  report:        {python} -m glu_study.report {run_dir}   (writes {run_dir / 'report'})",
     ]
     if mode in ("offline", "online"):
-        lines.append(f"  W&B run:       wandb leet {run_dir / 'wandb'}")
+        lines.append(f"  W&B run:       {wandb} leet {run_dir / 'wandb'}")
     if mode == "offline":
-        lines.append(f"  upload later:  wandb sync {run_dir / 'wandb'}/offline-run-*")
+        lines.append(f"  upload later:  {wandb} sync {run_dir / 'wandb'}/offline-run-*")
     return "\n".join(lines)
+
+
+def environment_command(path: str | Path) -> str:
+    """An executable of this environment as a shell in the current directory can run it: relative when it lies
+    below it (.venv/bin/python), else absolute."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def forward_module(model, device: torch.device, info: DistInfo, *, compile: bool):

@@ -17,7 +17,9 @@ from glu_study.model import param_counts
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m glu_study.ffn", description="Compute-matching table of every FFN variant."
+        prog="python -m glu_study.ffn",
+        description="Compute-matching table of every FFN variant.",
+        epilog="example: python -m glu_study.ffn --model t5_base --all",
     )
     p.add_argument("--model", default="t5_base", choices=sorted(MODEL_SIZES))
     p.add_argument("--vocab-size", type=int, default=32100, help="for total parameter counts (T5: 32000+100)")

@@ -14,10 +14,11 @@ from pathlib import Path
 from glu_study.errors import BadInputError, DataError
 from glu_study.ffn import VARIANTS, check_variant_config
 from glu_study.training import run_dir as records
-from glu_study.training.heldout import TEST_METRIC, VAL_METRIC
+from glu_study.training.heldout import COPYABLE, NOVEL, TEST_METRIC, VAL_METRIC
 from glu_study.training.loop import TRAIN_LOSS
 
 METRIC = TEST_METRIC  # the test set's figure: what every table reports (VAL_METRIC: what choices are made on)
+TEST_COPYABLE, TEST_NOVEL = f"eval/{COPYABLE}", f"eval/{NOVEL}"  # the test set's two token classes
 
 
 @dataclass
@@ -49,6 +50,15 @@ class RunRecord:
     decay_fraction: float = 0.0  # the schedule's final linear decay, as a share of the steps (0: none)
     num_threads: int = 0  # trainer.num_threads: torch's CPU threads (0: torch's default, one per core)
     tokenizer_fingerprint: str | None = None  # spiece.model's content hash (recorded since 2026-12-02)
+    # Recorded since 2026-12-05 (None / empty in older records):
+    study: str | None = None  # the preset's study kind (config `study`)
+    code_commit: str | None = None  # the git commit the run ran from (glu_study.code_version)
+    code_clean: bool | None = None
+    copyable_curve: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (step, eval/copyable_log_perplexity)
+    novel_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, eval/novel_log_perplexity)
+    copyable_share: float | None = None  # eval/copyable_share: the test set's copyable target tokens
 
 
 def plateau_of(trainer) -> float | None:
@@ -59,7 +69,21 @@ def plateau_of(trainer) -> float | None:
 
 
 def run_record(
-    summary, *, name, ffn, seed, model, group, final, curve, val_curve=(), train_curve=(), trainer=None
+    summary,
+    *,
+    name,
+    ffn,
+    seed,
+    model,
+    group,
+    final,
+    curve,
+    val_curve=(),
+    train_curve=(),
+    copyable_curve=(),
+    novel_curve=(),
+    trainer=None,
+    study=None,
 ) -> RunRecord:
     """The record from a run's summary (summary.json or W&B's run.summary) and what is stored elsewhere."""
     ratio = summary.get("tokens_per_param")
@@ -93,6 +117,12 @@ def run_record(
         decay_fraction=float(trainer.get("decay_fraction", 0.0)) if trainer is not None else 0.0,
         num_threads=int(trainer.get("num_threads", 0)) if trainer is not None else 0,
         tokenizer_fingerprint=summary.get("tokenizer_fingerprint"),
+        study=study,
+        code_commit=summary.get("code_commit"),
+        code_clean=summary.get("code_clean"),
+        copyable_curve=list(copyable_curve),
+        novel_curve=list(novel_curve),
+        copyable_share=summary.get("eval/copyable_share"),
     )
 
 
@@ -124,7 +154,10 @@ def _read_run_dir(run_dir: Path) -> RunRecord:
         curve=curve_of(events, METRIC),
         val_curve=curve_of(events, VAL_METRIC),
         train_curve=curve_of(events, TRAIN_LOSS),
+        copyable_curve=curve_of(events, TEST_COPYABLE),
+        novel_curve=curve_of(events, TEST_NOVEL),
         trainer=cfg.trainer if cfg is not None else None,
+        study=cfg.get("study") if cfg is not None else None,
     )
 
 
@@ -190,9 +223,9 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
         s, c = run.summary, run.config
         final = s.get(METRIC)
         final = final.get("last") if isinstance(final, dict) else final
-        curve, val_curve, train_curve = (
+        curve, val_curve, train_curve, copyable_curve, novel_curve = (
             [(int(row["_step"]), float(row[m])) for row in run.scan_history(keys=["_step", m])]
-            for m in (METRIC, VAL_METRIC, TRAIN_LOSS)
+            for m in (METRIC, VAL_METRIC, TRAIN_LOSS, TEST_COPYABLE, TEST_NOVEL)
         )
         out.append(
             run_record(
@@ -206,7 +239,10 @@ def read_wandb(path: str, group: str | None = None) -> list[RunRecord]:
                 curve=curve,
                 val_curve=val_curve,
                 train_curve=train_curve,
+                copyable_curve=copyable_curve,
+                novel_curve=novel_curve,
                 trainer=c.get("trainer"),
+                study=c.get("study"),
             )
         )
     return out

@@ -4,7 +4,8 @@
 returning its loss still on the device) -> every `log_every` steps one host synchronisation to log the mean loss,
 with the non-finite check -> every `eval_every` steps the command's `evaluate()` -> every `checkpoint_every` steps
 a checkpoint -> on SIGTERM or SIGUSR2 (pre-emption, a SLURM time-out warning) a checkpoint at the end of the step,
-then exit 0 so that the same command resumes — or, under submitit, submitit's own requeue (`StopSignals`).
+then exit 0 so that the same command resumes — or, under submitit, submitit's own requeue; on Ctrl-C the same
+checkpoint, then exit 130 (`StopSignals`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glu_study.errors import EXIT_NONFINITE, ConfigError, NonFiniteLossError
+from glu_study.errors import EXIT_INTERRUPTED, EXIT_NONFINITE, ConfigError, NonFiniteLossError
 from glu_study.training.checkpoints import Checkpointer
 from glu_study.training.distributed import SINGLE_PROCESS, DistInfo, all_reduce_mean, any_rank
 from glu_study.training.state import RunState
@@ -82,8 +83,8 @@ def seed_everything(seed: int) -> None:
 
 
 class StopSignals:
-    """While active, SIGTERM and SIGUSR2 only set `requested`; the loop finishes the step, checkpoints, and then
-    calls `hand_over()`.
+    """While active, SIGTERM, SIGUSR2 and the first SIGINT (Ctrl-C) only set `requested`; the loop finishes the
+    step, checkpoints, and then calls `hand_over()`.
 
     SIGUSR2 is what SLURM sends `signal_delay_s` before a time-out (and on pre-emption where the cluster sends the
     user signal); submitit installs its own SIGUSR2 handler, which requeues the job and exits at once — from inside
@@ -92,9 +93,13 @@ class StopSignals:
     (`hand_over`): it requeues the job (or, past `max_num_timeout` time-outs, raises its UncompletedJobError) and
     exits, and the requeued job resumes from our checkpoint. Without submitit, or on SIGTERM, the run exits 0 and
     the same command resumes it.
+
+    Ctrl-C is a person at the keyboard: the run checkpoints like SIGTERM but exits EXIT_INTERRUPTED (130, the
+    shell's code for SIGINT), so that `make`, a shell `&&` and a `-m` sweep stop instead of going on as after a
+    finished run. A second Ctrl-C (Python's own handler again) aborts at once.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
     def __enter__(self):
         self.requested, self.received = False, None
@@ -102,7 +107,10 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts at once
+        if not self.requested:  # the first signal decides how the run ends
+            self.received = signal.Signals(signum).name
         self.requested = True
 
     def __exit__(self, *exc):
@@ -110,12 +118,13 @@ class StopSignals:
             signal.signal(s, handler)
 
     def hand_over(self) -> None:
-        """After the checkpoint: submitit's requeue for SIGUSR2 when submitit is in charge, else exit 0."""
+        """After the checkpoint: submitit's requeue for SIGUSR2 when submitit is in charge, exit 130 for Ctrl-C,
+        else exit 0."""
         requeue = self._previous[signal.SIGUSR2]
         self.__exit__()
         if self.received == "SIGUSR2" and callable(requeue):
             requeue(signal.SIGUSR2, None)  # submitit: requeues and exits (a non-zero status that is not ours)
-        raise SystemExit(0)
+        raise SystemExit(EXIT_INTERRUPTED if self.received == "SIGINT" else 0)
 
 
 class LossWindow:
@@ -225,8 +234,7 @@ class TrainLoop:
         step = self.state.step
         self.checkpointer.save(f"step_{step}", self.settings.keep_checkpoints)
         if self.info.is_main:
-            print(
-                f"\n{stop.received or 'stop'}: checkpoint saved at step {step}; run the same command to resume"
-            )
+            signal_name = "Ctrl-C (SIGINT)" if stop.received == "SIGINT" else stop.received or "stop"
+            print(f"\n{signal_name}: checkpoint saved at step {step}; run the same command to resume")
         self.tracker.finish(exit_code=0, preempted=True)
         stop.hand_over()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from glu_study.config import check_logger
+from glu_study.config import check_logger, check_seed
 from glu_study.training import run_dir as records
 from glu_study.training.tracking import resolve_mode
 
@@ -27,7 +27,9 @@ def check_run(
     *,
     is_main: bool = True,
 ) -> str:
-    """`check_settings(settings)`, the logger, the directory's recorded config; the resolved W&B mode."""
+    """The seed, `check_settings(settings)`, the logger, the directory's recorded config; the resolved W&B
+    mode."""
+    check_seed(cfg.seed)
     check_settings(settings)
     check_logger(cfg.logger)
     records.check_resumable(directory, OmegaConf.to_container(cfg, resolve=True), hint)

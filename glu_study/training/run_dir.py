@@ -128,13 +128,20 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 # Settings that may change between a run and its resumption (they do not change the maths), in either command's
 # loop settings (`trainer.*`, `finetune.*`); and what is not compared at all.
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_threads"}
-RESUMABLE_CHANGES |= {"eval_batch_size", "dist_timeout_min", "loader_workers"}
+RESUMABLE_CHANGES |= {
+    "eval_batch_size",
+    "dist_timeout_min",
+    "loader_workers",
+    "eval_dense_from",
+    "eval_dense_every",
+}
 NOT_COMPARED = {
     "logger",
     "name",
     "cache_dir",
     "challenger",
-}  # the challenger's settings are compared in `ffn`
+    "study",
+}  # the challenger's settings are compared in `ffn`; the study kind only labels the run
 DATA_NOT_COMPARED = {
     "cache_dir",
     "num_proc",
@@ -155,6 +162,12 @@ def comparable(cfg: dict) -> dict:
 def refuse_different(directory: Path, old: dict, new: dict, hint: str) -> None:
     """The one resume comparison: a ConfigError naming each key that differs (old -> new), ending in `hint`."""
     diffs = config_differences(comparable(old), comparable(new))
+    old_model, new_model = (c.get("model", {}).get("name") for c in (old, new))
+    if old_model != new_model and "name" in new:  # default run directories are named by variant and seed only
+        hint = (
+            f"it holds a {old_model} run: name={new_model}-{new['name']} (or hydra.run.dir=...) gives this "
+            f"{new_model} run a directory of its own, or {hint}"
+        )
     if diffs:
         raise ConfigError(
             f"{directory} holds a run with a different configuration ({'; '.join(diffs)}); {hint}"

@@ -44,6 +44,11 @@ def resolve_mode(mode: str, timeout_s: float) -> str:
     if mode not in ("auto", "online"):
         return mode
     if mode == "auto" and not wandb_key_configured():
+        print(
+            "warning: no W&B API key (WANDB_API_KEY or `wandb login`): logging offline; upload later with "
+            "`wandb sync <run_dir>/wandb/offline-run-*`",
+            file=sys.stderr,
+        )
         return "offline"
     if reachable(wandb_url(), timeout_s):
         return "online"

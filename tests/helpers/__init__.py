@@ -74,7 +74,7 @@ def numbers(cell: str) -> list[float]:
 
 # Trainer settings added after a committed study was run; they do not change the maths (the resume comparison
 # ignores them too), so the study's records predate them and the preset's default stands for them.
-ADDED_SINCE = {"dist_timeout_min", "loader_workers"}
+ADDED_SINCE = {"dist_timeout_min", "loader_workers", "eval_dense_from", "eval_dense_every"}
 
 
 def assert_trained_by(recorded: dict, preset: dict) -> None:

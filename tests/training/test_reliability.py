@@ -22,12 +22,13 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     }
 
 
-def assert_one_error_line(result, *fragments: str) -> None:
+def assert_one_error_line(result, *fragments: str) -> str:
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 def train(run_dir: Path, *overrides: str, **kwargs):
@@ -117,6 +118,8 @@ def test_evaluate_falls_back_to_the_export_when_no_checkpoint_loads(tmp_path):
     [
         ("model.d_ff=0", "model.d_ff must be >= 1"),
         ("logger.mode=sometimes", "logger.mode='sometimes'"),
+        ("seed=-1", "seed must be in 0 ... 4294967295, got -1"),
+        ("trainer.lr=nan", "trainer.lr must be a finite number, got nan"),
         # more of the same checks, in the slow tier (each case is a fresh CLI process, ~6 s)
         pytest.param("model.num_heads=0", "model.num_heads must be >= 1", marks=pytest.mark.slow),
         pytest.param("trainer.lr=-1", "trainer.lr must be > 0.0", marks=pytest.mark.slow),
@@ -127,6 +130,21 @@ def test_bad_settings_exit_2_before_anything_is_written(tmp_path, override, frag
     run_dir = tmp_path / "run"
     assert_one_error_line(train(run_dir, override), fragment)
     assert not run_dir.exists()
+
+
+def test_a_run_of_another_model_size_in_the_directory_says_which_override_gives_a_directory_of_its_own(
+    tmp_path,
+):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "trainer.max_steps=1").returncode == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    line = assert_one_error_line(
+        train(run_dir, "trainer.max_steps=1", "model=t5_nano"), "model.name: 't5_tiny' -> 't5_nano'"
+    )
+    assert (
+        "it holds a t5_tiny run: name=t5_nano-relu-s0 (or hydra.run.dir=...) gives this t5_nano run" in line
+    )
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_run_directory_that_is_a_file_is_refused(tmp_path):
@@ -156,6 +174,16 @@ def test_wandb_auto_without_a_server_logs_offline(tmp_path):
 
 
 @pytest.mark.slow
+def test_wandb_auto_without_a_key_says_it_logs_offline(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc: no key from `wandb login` either
+    result = train(tmp_path / "run", "logger=wandb", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "warning: no W&B API key (WANDB_API_KEY or `wandb login`): logging offline" in result.stderr
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
 def test_a_bad_job_does_not_stop_the_sweep_and_the_exit_status_counts_failures(tmp_path):
     result = run_cli(
         "glu_study.train",
@@ -173,6 +201,10 @@ def test_a_bad_job_does_not_stop_the_sweep_and_the_exit_status_counts_failures(t
 def test_records_respect_the_umask(finished_run):
     for path in (finished_run / "model", finished_run / "checkpoints" / "step_6"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~_umask(), path
+        files = [p for p in path.rglob("*") if p.is_file()]
+        assert "model.safetensors" in {p.name for p in files} or path.name != "model"
+        for file in files:  # the safetensors export too (safetensors writes a private temporary file)
+            assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~_umask(), file
 
 
 def _umask() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from glu_study.training.checkpoints import list_checkpoints, load_checkpoint
 from glu_study.training.heldout import heldout_log_perplexity
 from glu_study.training.optim import rsqrt_schedule
 from glu_study.training.run_dir import read_metrics
-from tests.helpers import TINY, run_cli
+from tests.helpers import ROOT, TINY, run_cli
 
 
 def evals(run_dir: Path) -> list[tuple[int, float]]:
@@ -276,9 +277,10 @@ def test_wandb_offline_run_read_back_by_wandb_tooling(tmp_path):
 
 
 @pytest.mark.slow
-def test_first_run_ends_with_where_to_look_next(tmp_path):
+def test_first_run_ends_with_where_to_look_next_and_its_commands_run_as_printed(tmp_path):
     """What `make train` prints last (through the CLI, as a newcomer sees it): the figure, its floor, the run
-    directory and the commands that open it."""
+    directory and the commands that open it — which run as printed from a fresh shell with no venv activated
+    (the report writes beside the run; `wandb leet` is a terminal UI, so only its --help is run)."""
     r = run_cli("glu_study.train", *TINY[:-1], "logger=offline", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 0, r.stderr
     tail = r.stdout.strip().splitlines()[-6:]
@@ -286,6 +288,22 @@ def test_first_run_ends_with_where_to_look_next(tmp_path):
     assert "unigram floor of the held-out set" in tail[1] and "validation set" in tail[1]
     assert f"run directory: {tmp_path / 'run'}" in tail[2]
     assert any(f"wandb sync {tmp_path / 'run' / 'wandb'}/offline-run-*" in line for line in tail)
+    commands = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].split("   (")[0].strip() for line in tail[3:]
+    }
+    fresh = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    report = subprocess.run(
+        ["bash", "-c", commands["report"]], cwd=ROOT, env=fresh, capture_output=True, text=True
+    )
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "run" / "report" / "table1.md").is_file()
+    leet = commands["W&B run"].split(" leet ")[0]
+    assert (
+        subprocess.run(
+            ["bash", "-c", f"{leet} leet --help"], cwd=ROOT, env=fresh, capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -314,3 +332,24 @@ def test_bf16_autocast_on_cuda_matches_fp32(tmp_path):
     bf16 = train(compose([*base, "trainer.precision=bf16"]), tmp_path / "bf16")
     assert math.isfinite(bf16["eval/log_perplexity"])
     assert abs(bf16["eval/log_perplexity"] - fp32["eval/log_perplexity"]) < 0.05
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    """The first SIGINT only asks the loop to stop after its step; the second raises KeyboardInterrupt, which
+    the command line turns into one `error:` line and exit 130 (glu_study.errors.cli_exit_codes)."""
+    import os
+    import signal
+
+    from glu_study.errors import cli_exit_codes
+    from glu_study.training.loop import StopSignals
+
+    with pytest.raises(SystemExit) as stopped, cli_exit_codes():
+        with StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.requested and stop.received == "SIGINT"
+            os.kill(os.getpid(), signal.SIGTERM)  # a later signal does not change how the run ends
+            assert stop.received == "SIGINT"
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("the second Ctrl-C did not interrupt")
+    assert stopped.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on the way out
