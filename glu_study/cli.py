@@ -1,5 +1,6 @@
 """The command line's contract where Hydra runs the show: exit 0 (finished, or pre-empted after a checkpoint),
-2 (bad input: one `error:` line, nothing written), 3 (non-finite loss), as glu_study.errors says.
+2 (bad input: one `error:` line, nothing written), 3 (non-finite loss), 4 (a fault of the machine: cache, disk),
+130 (Ctrl-C), as glu_study.errors says.
 
 `check_overrides()` composes the config from the command line as Hydra is about to, so a mistake Hydra would
 report in its own way (an empty `ffn=`, `seed=abc`, a mistyped key) is one `error:` line and exit 2 instead.
@@ -24,7 +25,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from glu_study.errors import EXIT_BAD_INPUT, EXIT_NONFINITE, cli_exit_codes
+from glu_study.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NONFINITE, cli_exit_codes
 
 
 @dataclass
@@ -60,7 +61,7 @@ def guarded(body: Callable[[], Any], cleanup: Callable[[], None] = lambda: None)
         with cli_exit_codes(cleanup):
             return body()
     except SystemExit as e:
-        if e.code not in (EXIT_BAD_INPUT, EXIT_NONFINITE) or not in_sweep():
+        if e.code not in (EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_ENVIRONMENT) or not in_sweep():
             # Not a failure of ours: pre-emption (exit 0) stops a whole local sweep, whose jobs resume when it
             # is run again; under submitit a requeue exits with submitit's own status, and must stay an exit.
             raise

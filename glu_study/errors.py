@@ -11,6 +11,9 @@ import contextlib
 import sys
 
 EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
+EXIT_ENVIRONMENT = (
+    4  # a fault of the machine, not of the input: a cache or disk that cannot be written or read back
+)
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the shell's 128 + 2, so scripts and sweeps stop too
 
 
@@ -38,6 +41,16 @@ class DirectoryBusyError(ConfigError):
     """Another process is writing this run directory (it holds the lock); nothing of it may be touched."""
 
 
+class EnvironmentFault(RuntimeError):
+    """The machine, not the input: a cache directory that cannot be written, a cached file damaged since it was
+    built, a disk that filled up. Its message names the file and what to do; exit EXIT_ENVIRONMENT."""
+
+
+class DamagedCacheError(EnvironmentFault):
+    """A cached file (token stream, counts, tokenizer, corpus) that does not match what was recorded when it was
+    built, or cannot be read: it is never used."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf."""
 
@@ -46,7 +59,8 @@ class NonFiniteLossError(RuntimeError):
 def cli_exit_codes(cleanup=lambda: None):
     """The command-line contract around a command's body: BadInputError -> `cleanup()` (remove what this
     invocation created; never when another process owns the directory), one `error:` line, exit 2;
-    NonFiniteLossError -> one `error:` line, exit 3; Ctrl-C outside the training loop (which checkpoints first,
+    NonFiniteLossError -> one `error:` line, exit 3; EnvironmentFault -> `cleanup()`, one `error:` line, exit 4;
+    Ctrl-C outside the training loop (which checkpoints first,
     glu_study.training.loop.StopSignals) or a second Ctrl-C inside it -> one `error:` line, exit 130, and nothing
     removed (everything kept is complete: files are written whole or not at all)."""
     try:
@@ -66,6 +80,10 @@ def cli_exit_codes(cleanup=lambda: None):
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_NONFINITE) from None
+    except EnvironmentFault as e:
+        cleanup()
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_ENVIRONMENT) from None
 
 
 def exit_status(body) -> int:

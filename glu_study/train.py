@@ -34,7 +34,7 @@ from glu_study.errors import ConfigError, DataError
 from glu_study.ffn import Variant, check_variant_config
 from glu_study.model import build_model, count_parameters, param_counts
 from glu_study.training import run_dir as records
-from glu_study.training.checkpoints import Checkpointer
+from glu_study.training.checkpoints import Checkpointer, list_checkpoints
 from glu_study.training.distributed import DistInfo, finish_distributed, launched_rank, setup_distributed
 from glu_study.training.heldout import TEST_METRIC, VAL_METRIC, heldout_figures
 from glu_study.training.loop import TrainLoop, device_kind, seed_everything, setup_device
@@ -285,7 +285,8 @@ def main(cfg: DictConfig) -> float:
     fresh = main_rank and records.holds_only_hydra_files(run_dir)  # before our lock file exists
 
     def cleanup() -> None:
-        if fresh:
+        # only what this invocation created, and never a checkpoint (a fault mid-run keeps the run resumable)
+        if fresh and not list_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def body() -> float:

@@ -8,6 +8,7 @@ collective, so rank 0 (or whichever comes first) builds and the others wait on t
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from glu_study.data.corpora import prepare_corpus
 from glu_study.data.shards import build_split
 from glu_study.data.tokenizer import tokenizer_id, train_tokenizer
+from glu_study.errors import EnvironmentFault
 from glu_study.files import build_lock, fingerprint
 
 SPLITS = ("train", "heldout")
@@ -37,7 +39,47 @@ def processes(cfg) -> int:
 
 
 def prepare_data(cfg, log=print) -> Prepared:
-    """Build (or find) the corpus, the tokenizer and the token shards for a data config."""
+    """Build (or find) the corpus, the tokenizer and the token shards for a data config. A cache that cannot be
+    written (not a directory, read-only, full) is an EnvironmentFault naming the path."""
+    try:
+        return build_or_find(cfg, log)
+    except OSError as e:
+        if e.errno not in CACHE_ERRNOS:  # e.g. a network error while streaming C4: said where it happens
+            raise
+        raise EnvironmentFault(cache_fault(e, Path(cfg.cache_dir))) from None
+
+
+# What a cache directory that cannot be used looks like to the OS: no permission, a read-only file system, a file
+# where a directory should be (or the reverse), a full disk or quota.
+CACHE_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENOSPC,
+    errno.EDQUOT,
+}
+
+
+def cache_fault(e: OSError, cache_dir: Path) -> str:
+    """What went wrong with the cache, the file it concerns, and what to do."""
+    path = e.filename or cache_dir
+    if e.errno == errno.ENOSPC:
+        return (
+            f"no space left on the device writing {path}: free space, or set GLU_STUDY_CACHE to another disk"
+        )
+    if e.errno == errno.ENOTDIR:
+        reason = "a part of the path is a file, not a directory"
+    else:
+        reason = e.strerror or type(e).__name__
+    return (
+        f"the data cache cannot be used at {path} ({reason}): set data.cache_dir or GLU_STUDY_CACHE to a "
+        f"writable directory (now {cache_dir})"
+    )
+
+
+def build_or_find(cfg, log) -> Prepared:
     import sentencepiece as spm
 
     settings = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)

@@ -6,7 +6,9 @@ document followed by EOS (our packing; T5's `reduce_concat_tokens` uses no separ
 a killed build resumes at the first missing shard and never reads a partial one. The finished shards are then
 joined into `<split>.bin` (uint16 when the vocabulary fits, else uint32) plus `<split>.counts.npy` (how often
 each id occurs: the unigram floor needs no pass over the stream at start-up) and `<split>.json`, again through
-a temporary name. Readers get `np.memmap`s: a training process's memory does not grow with the corpus.
+a temporary name. `<split>.json` records the SHA-256 of the stream and the counts; every process that opens
+them checks both first (verify_split), so a file changed since it was built is an error, never a silent run.
+Readers get `np.memmap`s: a training process's memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from glu_study.data.spans import EOS_ID
-from glu_study.files import TMP_PREFIX, process_pool
+from glu_study.errors import DamagedCacheError
+from glu_study.files import TMP_PREFIX, file_digest, process_pool, write_json_atomic
 
 SHARD_DOCUMENTS = 20_000  # the unit of parallel work and of resumption
 
@@ -87,6 +90,63 @@ def build_split(
     join_shards(targets, out_dir, split, dtype, vocab_size)
 
 
+STREAM_FILES = (".bin", ".counts.npy")  # what a split's meta file (<split>.json) records the SHA-256 of
+
+
+def verify_split(out_dir: Path, split: str) -> dict:
+    """The split's meta file, once its stream and counts match it: their size and the SHA-256 recorded when they
+    were built (any changed byte, a truncated file), else DamagedCacheError naming the file and the rebuild.
+
+    Hashing is ~1 s per GB on one core (the C4 preset's training stream: ~10 GB), so a successful check leaves a
+    stamp, <split>.verified, of the files' sizes and modification times: while they are unchanged, later
+    processes (array jobs, torchrun ranks) skip the hash. Writing a file changes its modification time, so a
+    file changed in place is hashed, and refused, again. An entry built before the digests were recorded gets
+    them now (checked for size first)."""
+    rebuild = f"remove {out_dir} and run the same command again to rebuild it"
+    meta_path = out_dir / f"{split}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        dtype = np.dtype(meta["dtype"])
+        tokens = int(meta["tokens"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedCacheError(f"{meta_path} cannot be read ({e}): {rebuild}") from None
+    stream = out_dir / f"{split}.bin"
+    size = stream.stat().st_size if stream.is_file() else None
+    if size != tokens * dtype.itemsize:
+        found = "missing" if size is None else f"{size:,} bytes"
+        raise DamagedCacheError(
+            f"{stream} is damaged ({found}, {tokens * dtype.itemsize:,} expected): {rebuild}"
+        )
+    names = [f"{split}{suffix}" for suffix in STREAM_FILES]
+    for name in names:
+        if not (out_dir / name).is_file():
+            raise DamagedCacheError(f"{out_dir / name} is missing: {rebuild}")
+    stamp_path = out_dir / f"{split}.verified"
+    stamp = {n: [(st := (out_dir / n).stat()).st_size, st.st_mtime_ns] for n in names}
+    if stamp_path.is_file() and json.loads(stamp_path.read_text() or "null") == stamp:
+        return meta
+    recorded = meta.get("sha256")
+    if recorded is None:  # built before digests were recorded: record them (the same bytes give the same
+        meta["sha256"] = {n: file_digest(out_dir / n) for n in names}  # digests, whoever writes them)
+        keep_if_writable(meta_path, meta)
+    for name, digest in recorded.items() if recorded else ():
+        path = out_dir / name
+        if not path.is_file() or file_digest(path) != digest:
+            raise DamagedCacheError(
+                f"{path} is damaged (it does not match the SHA-256 recorded when it was built): {rebuild}"
+            )
+    keep_if_writable(stamp_path, stamp)
+    return meta
+
+
+def keep_if_writable(path: Path, obj) -> None:
+    """Record what saves later work; a cache shared read-only just does not keep it."""
+    try:
+        write_json_atomic(path, obj)
+    except OSError:
+        pass
+
+
 def join_shards(targets: list[Path], out_dir: Path, split: str, dtype: np.dtype, vocab_size: int) -> None:
     """The shards in order as one stream, its counts and its meta file, each renamed into place; meta last."""
     counts = np.zeros(vocab_size, dtype=np.int64)
@@ -102,6 +162,9 @@ def join_shards(targets: list[Path], out_dir: Path, split: str, dtype: np.dtype,
     np.save(out_dir / f"{TMP_PREFIX}{split}.counts.npy", counts)
     os.replace(out_dir / f"{TMP_PREFIX}{split}.counts.npy", out_dir / f"{split}.counts.npy")
     meta = {"tokens": tokens, "dtype": dtype.name, "shards": len(targets), "vocab_size": vocab_size}
+    meta["sha256"] = {
+        f"{split}{suffix}": file_digest(out_dir / f"{split}{suffix}") for suffix in STREAM_FILES
+    }
     (out_dir / f"{TMP_PREFIX}{split}.json").write_text(json.dumps(meta))
     os.replace(out_dir / f"{TMP_PREFIX}{split}.json", out_dir / f"{split}.json")
     for t in targets:  # the joined stream holds them now
@@ -110,8 +173,9 @@ def join_shards(targets: list[Path], out_dir: Path, split: str, dtype: np.dtype,
 
 
 def open_split(out_dir: Path, split: str) -> tuple[np.memmap, np.ndarray]:
-    """(the split's token stream as a read-only memory map, its token counts)."""
-    meta = json.loads((out_dir / f"{split}.json").read_text())
+    """(the split's token stream as a read-only memory map, its token counts), each file first checked against
+    the SHA-256 recorded when it was built (verify_split)."""
+    meta = verify_split(out_dir, split)
     dtype = np.dtype(meta["dtype"])
     if meta["tokens"] == 0:  # an empty file cannot be mapped
         return np.zeros(0, dtype=dtype), np.load(out_dir / f"{split}.counts.npy")

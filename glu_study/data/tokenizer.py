@@ -11,8 +11,8 @@ from pathlib import Path
 
 from glu_study.data.corpora import read_texts
 from glu_study.data.spans import EOS_ID, PAD_ID, UNK_ID
-from glu_study.errors import DataError
-from glu_study.files import atomic_dir, fingerprint
+from glu_study.errors import DamagedCacheError, DataError
+from glu_study.files import atomic_dir, fingerprint, write_text_atomic
 
 SPM_SEED = 20200212  # the sentence sample's seed
 TOKENIZER_VERSION = 2  # 2: the sample drawn by sample_sentences (1: by SentencePiece, not reproducible)
@@ -59,7 +59,7 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
     )
     final = Path(cfg.cache_dir) / "tokenizer" / f"spm-{key}"
     if (final / "spiece.model").exists():
-        return final / "spiece.model"
+        return verified_tokenizer(final / "spiece.model")
 
     model = io.BytesIO()
     try:
@@ -87,7 +87,33 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
         raise DataError(f"SentencePiece training failed for data.vocab_size={cfg.vocab_size}: {e}") from None
     with atomic_dir(final) as tmp:
         (tmp / "spiece.model").write_bytes(model.getvalue())
+        (tmp / DIGEST).write_text(hashlib.sha256(model.getvalue()).hexdigest() + "\n")
     return final / "spiece.model"
+
+
+DIGEST = "spiece.model.sha256"  # beside a trained model in its cache entry: its SHA-256 when it was trained
+
+
+def verified_tokenizer(spiece_model: Path) -> Path:
+    """A cached spiece.model once it matches the SHA-256 recorded when it was trained (an entry from before the
+    digest was recorded gets it now, if the model loads), else DamagedCacheError naming the file."""
+    import sentencepiece as spm
+
+    rebuild = f"remove {spiece_model.parent} and run the same command again to retrain it"
+    digest = spiece_model.with_name(DIGEST)
+    actual = hashlib.sha256(spiece_model.read_bytes()).hexdigest()
+    if digest.is_file():
+        if digest.read_text().strip() != actual:
+            raise DamagedCacheError(
+                f"{spiece_model} is damaged (it does not match the SHA-256 recorded when it was trained): {rebuild}"
+            )
+        return spiece_model
+    try:
+        spm.SentencePieceProcessor(model_file=str(spiece_model))
+    except Exception as e:  # sentencepiece raises RuntimeError / OSError for a file that is not a model
+        raise DamagedCacheError(f"{spiece_model} is damaged ({e}): {rebuild}") from None
+    write_text_atomic(digest, actual + "\n")
+    return spiece_model
 
 
 def existing_tokenizer(path: Path) -> Path:

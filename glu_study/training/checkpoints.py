@@ -10,7 +10,6 @@ the newest checkpoint that verifies and loads, and moves a damaged one aside (ne
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import shutil
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glu_study.errors import DataError
-from glu_study.files import TMP_PREFIX, atomic_dir, fsync_write
+from glu_study.errors import DataError, EnvironmentFault
+from glu_study.files import TMP_PREFIX, atomic_dir, file_digest, fsync_write
 from glu_study.training.run_dir import refuse_different
 from glu_study.training.state import RunState
 
@@ -40,12 +39,15 @@ class DamagedCheckpointError(RuntimeError):
     pass
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def write_failure(e: BaseException) -> str:
+    """The OS's reason for a failed write, from an OSError anywhere in the exception's chain (torch wraps it in
+    a RuntimeError), else the exception's first line."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -148,9 +150,15 @@ class Checkpointer:
             "data": self.data,
         }
         final = self.directory / "checkpoints" / name
-        with atomic_dir(final, replace=True) as tmp:  # replace: SIGTERM right after a periodic save
-            fsync_write(tmp / "state.pt", lambda f: torch.save(payload, f))
-            (tmp / "state.sha256").write_text(file_digest(tmp / "state.pt") + "\n")
+        try:
+            with atomic_dir(final, replace=True) as tmp:  # replace: SIGTERM right after a periodic save
+                fsync_write(tmp / "state.pt", lambda f: torch.save(payload, f))
+                (tmp / "state.sha256").write_text(file_digest(tmp / "state.pt") + "\n")
+        except (OSError, RuntimeError) as e:  # a full disk: torch's writer says "unexpected pos", chained
+            raise EnvironmentFault(
+                f"could not write checkpoint {final} ({write_failure(e)}); the checkpoints before it are intact: "
+                "free space (or fix the file system) and run the same command to resume"
+            ) from None
         if keep is not None:
             for _, old in list_checkpoints(self.directory)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)

@@ -66,7 +66,7 @@ def test_a_resume_on_other_data_is_refused_and_changes_nothing(tmp_path, finishe
 
     import torch
 
-    from glu_study.training.checkpoints import file_digest
+    from glu_study.files import file_digest
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
