@@ -20,7 +20,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from glu_study.errors import DataError
+from glu_study.errors import DamagedCacheError, DataError
 from glu_study.files import atomic_dir, fingerprint, process_pool, stable_bucket
 
 HARVESTER_VERSION = 1  # bump when the embedded-corpus extraction changes (invalidates caches)
@@ -98,7 +98,7 @@ def _harvest_root(args) -> list[tuple[str, list[str]]]:
     ]
 
 
-def embedded_corpus(cfg) -> Path:
+def embedded_corpus(cfg, log=print) -> Path:
     """Docstrings of the stdlib and the pinned packages: ~23 MB of English prose, offline and deterministic.
 
     Held-out files are chosen by a stable hash of their path inside the source; every paragraph is
@@ -116,6 +116,10 @@ def embedded_corpus(cfg) -> Path:
     final = Path(cfg.cache_dir) / "corpus" / f"embedded-{key}"
     if (final / "stats.json").exists():
         return final
+    log(
+        f"data: building the embedded corpus (docstrings of {', '.join(label for label, _, _ in roots)}) into "
+        f"{final}: first run only, about a minute on 2 cores"
+    )
     jobs = [(label, root, cfg.min_paragraph_chars) for label, _, root in roots]
     with process_pool(min(2, len(jobs))) as pool:
         files = [f for part in pool.map(_harvest_root, jobs) for f in part]
@@ -206,7 +210,7 @@ def _load_local(files: list[str], text_field: str, cache_dir: Path):
     return ds[field]
 
 
-def text_files_corpus(cfg) -> Path:
+def text_files_corpus(cfg, log=print) -> Path:
     """Any glob of .txt / .jsonl / .parquet files. Held-out: `data.heldout_paths`, else a stable hash of
     each document's text (so duplicate documents always land on the same side)."""
     if not cfg.paths:
@@ -218,6 +222,10 @@ def text_files_corpus(cfg) -> Path:
     final = Path(cfg.cache_dir) / "corpus" / f"text_files-{key}"
     if (final / "stats.json").exists():
         return final
+    size = sum(s for _, s, _ in stamp)
+    log(
+        f"data: reading {len(stamp)} text files ({size / 1e6:,.1f} MB) into the corpus {final}: first run only"
+    )
     hf_cache = Path(cfg.cache_dir) / "hf"
     docs = [t for t in _load_local(files, cfg.text_field, hf_cache) if t and t.strip()]
     if held:
@@ -250,7 +258,7 @@ def _write_corpus(final: Path, train_docs, held_docs, sources: list[dict]) -> Pa
     return final
 
 
-def c4_corpus(cfg) -> Path:
+def c4_corpus(cfg, log=print) -> Path:
     """C4 from the hub, streamed: the first `max_train_documents` of train and `max_heldout_documents` of
     validation (the held-out set is C4's own validation split, as in the paper).
 
@@ -270,6 +278,10 @@ def c4_corpus(cfg) -> Path:
     final = Path(cfg.cache_dir) / "corpus" / f"c4-{key}"
     if (final / "stats.json").exists():
         return final
+    log(
+        f"data: streaming up to {cfg.max_train_documents:,} training documents of {cfg.dataset_path} into {final}: "
+        "first run only, as long as the download takes (prepare once, `python -m glu_study.prepare`, before a sweep)"
+    )
     data_files = dict(cfg.data_files) if cfg.data_files else None
     stream = datasets.load_dataset(cfg.dataset_path, cfg.dataset_name, data_files=data_files, streaming=True)
     for split in ("train", "validation"):
@@ -294,10 +306,11 @@ def c4_corpus(cfg) -> Path:
 CORPORA = {"embedded": embedded_corpus, "text_files": text_files_corpus, "c4": c4_corpus}
 
 
-def prepare_corpus(cfg) -> Path:
+def prepare_corpus(cfg, log=print) -> Path:
+    """The corpus's cache entry, built first if it is not there (saying so, with how long it takes)."""
     if cfg.source not in CORPORA:
         raise DataError(f"unknown data.source {cfg.source!r}; valid: {', '.join(CORPORA)}")
-    return CORPORA[cfg.source](cfg)
+    return CORPORA[cfg.source](cfg, log=log)
 
 
 CONTENT_KEY = "content_sha256"
@@ -316,6 +329,23 @@ def content_hash(corpus_dir: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def verify_corpus(corpus_dir: Path) -> None:
+    """Before a corpus is read to build a tokenizer or token streams: its split files still match the SHA-256
+    recorded when it was built (stats.json), else DamagedCacheError naming it. Only then, so that a run whose
+    streams are built does not hash the corpus (C4's is tens of GB)."""
+    rebuild = f"remove {corpus_dir} and run the same command again to rebuild it"
+    try:
+        recorded = json.loads((corpus_dir / "stats.json").read_text()).get(CONTENT_KEY)
+        actual = content_hash(corpus_dir) if recorded else None
+    except (OSError, ValueError) as e:
+        raise DamagedCacheError(f"{corpus_dir} cannot be read ({e}): {rebuild}") from None
+    if recorded and actual != recorded:
+        raise DamagedCacheError(
+            f"{corpus_dir} is damaged (its {' and '.join(SPLIT_FILES)} do not match the SHA-256 recorded when it "
+            f"was built): {rebuild}"
+        )
 
 
 def corpus_identity(corpus_dir: Path, source: str) -> dict:

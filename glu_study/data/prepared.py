@@ -85,12 +85,18 @@ def build_or_find(cfg, log) -> Prepared:
     settings = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     key = fingerprint({k: v for k, v in settings.items() if k not in NOT_PREPARATION})
     with build_lock(Path(cfg.cache_dir) / "locks" / f"data-{key}.lock", "this data", log=log):
-        corpus_dir = prepare_corpus(cfg)
-        spiece_model = train_tokenizer(corpus_dir, cfg)
+        corpus_dir = prepare_corpus(cfg, log=log)
+        spiece_model = train_tokenizer(corpus_dir, cfg, log=log)
         pieces = spm.SentencePieceProcessor(model_file=str(spiece_model)).get_piece_size()
         tokens_dir = Path(cfg.cache_dir) / "tokens" / f"{corpus_dir.name}-{tokenizer_id(spiece_model)}"
         for split in SPLITS:
             build_split(
-                corpus_dir / f"{split}.jsonl", spiece_model, pieces, tokens_dir, split, processes(cfg)
+                corpus_dir / f"{split}.jsonl",
+                spiece_model,
+                pieces,
+                tokens_dir,
+                split,
+                processes(cfg),
+                log=log,
             )
     return Prepared(corpus_dir, spiece_model, tokens_dir, pieces)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from glu_study.data.corpora import verify_corpus
 from glu_study.data.spans import EOS_ID
 from glu_study.errors import DamagedCacheError
 from glu_study.files import TMP_PREFIX, file_digest, process_pool, write_json_atomic
@@ -67,7 +68,7 @@ def _tokenize_shard(args) -> int:
 
 
 def build_split(
-    jsonl: Path, model_file: Path, vocab_size: int, out_dir: Path, split: str, num_proc: int
+    jsonl: Path, model_file: Path, vocab_size: int, out_dir: Path, split: str, num_proc: int, log=print
 ) -> None:
     """`<out_dir>/<split>.bin` (+ counts, meta) from a corpus split, reusing the shards a killed build left."""
     final = out_dir / f"{split}.json"
@@ -83,6 +84,8 @@ def build_split(
         if not (t.with_name(t.name + ".bin").is_file() and t.with_name(t.name + ".counts.npy").is_file())
     ]
     if todo:
+        verify_corpus(jsonl.parent)
+        log(f"data: tokenising the {split} split into {out_dir} ({len(todo)} shards, {num_proc} processes)")
         with process_pool(max(1, min(num_proc, len(todo)))) as pool:
             done = pool.map(_tokenize_shard, todo)
             for _ in tqdm(done, total=len(todo), desc=f"tokenizing {split} ({len(offsets)} shards)"):

@@ -9,7 +9,7 @@ import io
 import random
 from pathlib import Path
 
-from glu_study.data.corpora import read_texts
+from glu_study.data.corpora import read_texts, verify_corpus
 from glu_study.data.spans import EOS_ID, PAD_ID, UNK_ID
 from glu_study.errors import DamagedCacheError, DataError
 from glu_study.files import atomic_dir, fingerprint, write_text_atomic
@@ -39,7 +39,7 @@ def sample_sentences(train_jsonl: Path, limit: int) -> list[str]:
     return [line for _, line in sorted(kept)]
 
 
-def train_tokenizer(corpus_dir: Path, cfg) -> Path:
+def train_tokenizer(corpus_dir: Path, cfg, log=print) -> Path:
     """Train (or reuse) spiece.model on the training split: pad 0, eos 1, unk 2, no BOS, like T5's.
 
     The 100 sentinels are not pieces of the model: HF's T5Tokenizer adds `<extra_id_0..99>` on top, counting
@@ -61,6 +61,12 @@ def train_tokenizer(corpus_dir: Path, cfg) -> Path:
     if (final / "spiece.model").exists():
         return verified_tokenizer(final / "spiece.model")
 
+    verify_corpus(corpus_dir)
+    log(
+        f"data: training the SentencePiece tokenizer ({cfg.vocab_size:,} pieces, up to "
+        f"{cfg.tokenizer_max_sentences:,} sentences of {corpus_dir.name}): first run only, about a minute for the "
+        "embedded corpus on 2 cores"
+    )
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(

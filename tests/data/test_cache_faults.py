@@ -94,3 +94,18 @@ def test_a_cache_path_under_a_file_is_one_error_line(tmp_path):
     line = assert_fault(train(tmp_path / "run", blocker / "cache"), "the data cache cannot be used at")
     assert str(blocker) in line and "not a directory" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_damaged_corpus_is_refused_before_it_is_tokenised(tmp_path, cache):
+    """The token streams are rebuilt from the corpus (removed, as the error lines say to); a corpus changed since
+    it was built is refused first, naming it."""
+    (corpus,) = {p.parent for p in cache.glob("corpus/*/train.jsonl")} & {
+        p.parent for p in cache.glob("corpus/*/stats.json")
+    }
+    for tokens in cache.glob("tokens/*"):
+        shutil.rmtree(tokens)
+    with open(corpus / "train.jsonl", "a") as f:
+        f.write('{"text": "a line the corpus was not built with"}\n')
+    assert_fault(train(tmp_path / "run", cache), str(corpus), "is damaged", "train.jsonl")
+    assert not (tmp_path / "run").exists()

@@ -145,3 +145,29 @@ def test_bad_data_cli_exits_nonzero_before_work(tmp_path, override, match):
     assert r.returncode == 2, r.stderr
     assert match in r.stderr and r.stderr.strip().splitlines()[-1].startswith("error:")
     assert not run_dir.exists()
+
+
+def test_the_first_preparation_says_what_it_builds_and_a_second_is_quiet(tmp_path):
+    """Through the CLI: one line per phase that builds (corpus, tokenizer, each split's tokens), each before it
+    starts; a second prepare of the same entry builds nothing and says nothing of it."""
+    (tmp_path / "a.txt").write_text("\n\n".join(random_docs(200, words_per_doc=40)))
+    args = [
+        "data=text_files",
+        f"data.paths=[{tmp_path}/a.txt]",
+        "data.vocab_size=150",
+        "data.heldout_percent=10",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    first = run_cli("glu_study.prepare", *args)
+    assert first.returncode == 0, first.stderr
+    said = [ln for ln in first.stderr.splitlines() if ln.startswith("data: ")]
+    assert [ln.split(" (")[0].split(" into ")[0] for ln in said] == [
+        "data: reading 1 text files",
+        "data: training the SentencePiece tokenizer",
+        "data: tokenising the train split",
+        "data: tokenising the heldout split",
+    ]
+    assert "first run only" in said[0] and "first run only" in said[1]
+    again = run_cli("glu_study.prepare", *args)
+    assert again.returncode == 0 and not [ln for ln in again.stderr.splitlines() if ln.startswith("data: ")]
+    assert again.stdout == first.stdout  # the same prepared entry
