@@ -1,6 +1,7 @@
 # make train  — create .venv if needed, install, run the default experiment (t5_tiny, embedded corpus)
 # make test   — create .venv if needed, install, run the test suite (not `slow`; `make test-slow` runs those)
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -12,8 +13,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and exactly pinned: the CPU wheel, never a CUDA build pulled in by a range
-	$(PY) -m pip install --quiet "torch==2.13.0"
+	# torch first and exactly pinned, so that no range elsewhere pulls in another release. From PyPI on Linux
+	# x86_64 this pin is the CUDA build (its wheel plus the CUDA libraries, several GB); on a CPU-only machine
+	# `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes PyTorch's CPU build of the same release.
+	$(PY) -m pip install --quiet "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
