@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from glu_study.errors import DataError
+from glu_study.ffn import get_variant
 from glu_study.reporting.falls import FALL_WINDOW, decay_start, fall_step
 from glu_study.reporting.figures import finish, pyplot
 from glu_study.reporting.records import RunRecord, check_one_corpus, unigram_floor
@@ -147,14 +148,15 @@ def plateau_label(plateau: float) -> str:
 def markdown(probes: list[ProbeRun], experiment: str) -> str:
     runs = [p.run for p in probes]
     floor = unigram_floor(runs)
-    variants = sorted({r.ffn for r in runs})
+    variants = sorted({get_variant(r.ffn).paper_name for r in runs})
     seeds = sorted({r.seed for r in runs})
+    plateaus = sorted({p.plateau for p in probes})
     commits = sorted({(r.code_commit or "unrecorded")[:12] for r in runs})
     lines = [
         f"# The late fall, looked at closely ({experiment})",
         "",
-        f"{', '.join(variants)} seed {', '.join(map(str, seeds))} at {len(probes)} learning-rate plateaus "
-        f"({', '.join(plateau_label(p.plateau) for p in probes)}), evaluated every 50 steps through the fall. "
+        f"{', '.join(variants)}, seed {', '.join(map(str, seeds))}, {len(probes)} runs at learning-rate plateaus "
+        f"{', '.join(plateau_label(p) for p in plateaus)}, evaluated every 50 steps through the fall. "
         "Each held-out figure is split into target tokens whose id occurs in the example's visible input "
         "(*copyable*; sentinels and EOS are among them, as they occur in every input) and the others (*novel*); "
         "the share-weighted mean of the two is the paper's metric. All figures are the test set's.",
@@ -163,18 +165,18 @@ def markdown(probes: list[ProbeRun], experiment: str) -> str:
         f"- Code: {', '.join(commits)}; {', '.join(sorted({str(r.num_threads) for r in runs}))} CPU thread(s) "
         "per run.",
         "",
-        "| plateau | fall step | final | copyable share | copyable: before / over the fall | "
+        "| plateau | steps | fall step | final | copyable share | copyable: before / over the fall | "
         "novel: before / over the fall | paper's metric: before / over the fall | evaluations used |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in probes:
         r = p.run
         cells = [f"{d.before:.3f} / {d.over:.3f}" if (d := p.descent.get(c)) else "–" for c in CLASSES]
         used = " → ".join(f"{s:,}" for s in p.steps) if p.steps else "–"
-        fall = f"{p.fall:,}" if p.fall is not None else "none before the decay"
+        fall = f"{p.fall:,}" if p.fall is not None else f"none before the decay (step {decay_start(r):,.0f})"
         share = f"{r.copyable_share:.3f}" if r.copyable_share is not None else "–"
         lines.append(
-            f"| {plateau_label(p.plateau)} | {fall} | {r.final:.4f} | {share} | {' | '.join(cells)} | {used} |"
+            f"| {plateau_label(p.plateau)} | {r.steps:,} | {fall} | {r.final:.4f} | {share} | {' | '.join(cells)} | {used} |"
         )
     lines += [
         "",
@@ -263,7 +265,7 @@ def plot(probes: list[ProbeRun], path: Path) -> None:
 def write_fall_probe(records: list[RunRecord], out_dir: Path, experiment: str) -> None:
     """fall_probe.md and fall_probe.png of these runs, ordered by plateau."""
     check_one_corpus(records)
-    probes = [probe_run(r) for r in sorted(records, key=lambda r: (r.plateau, r.seed))]
+    probes = [probe_run(r) for r in sorted(records, key=lambda r: (r.plateau, r.steps, r.seed))]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FILES[0]).write_text(markdown(probes, experiment))
     plot(probes, out_dir / FILES[1])
