@@ -11,6 +11,9 @@ those of `PretrainData.train_batch`, so resume stays exact: a resumed run builds
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import signal
+
 import torch
 
 from glu_study.data.pretrain import PretrainData
@@ -47,4 +50,17 @@ def step_loader(
         prefetch_factor=2 if workers else None,
         pin_memory=pin_memory,
         persistent_workers=False,
+        worker_init_fn=leave_stop_signals_to_the_trainer if workers else None,
+        # Forked workers share the memory-mapped token stream; a spawned or forkserver worker (Python 3.14's
+        # default on Linux) would receive PretrainData pickled, memory maps and all.
+        multiprocessing_context="fork" if workers and "fork" in mp.get_all_start_methods() else None,
     )
+
+
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A worker ignores the stop signals: a cluster signals the whole process group (SIGTERM, SIGUSR2), a
+    terminal sends Ctrl-C to it, and a worker that acted on one (or ran submitit's requeue handler, which it
+    inherits from the process that forked it) would die before the trainer's checkpoint. The trainer decides
+    (glu_study.training.loop.StopSignals); torch ends its workers when the trainer exits."""
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)

@@ -109,7 +109,9 @@ class StopSignals:
     def _handle(self, signum, frame):
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts at once
-        if not self.requested:  # the first signal decides how the run ends
+        # How the run ends: a SIGUSR2 at any point means submitit's requeue, whatever comes after it (a cluster
+        # may follow the warning with SIGTERM); otherwise the first signal decides.
+        if not self.requested or signum == signal.SIGUSR2:
             self.received = signal.Signals(signum).name
         self.requested = True
 

@@ -69,6 +69,30 @@ def straight(tmp_path_factory) -> Path:
     return run_dir
 
 
+def test_a_signal_to_the_whole_process_group_with_loader_workers_checkpoints_and_resumes_exactly(
+    tmp_path, straight
+):
+    """A cluster signals the job's whole process group: the loader's workers ignore it, the trainer checkpoints at
+    the end of its step and exits 0, and the re-run ends bit for bit where an uninterrupted run ends."""
+    cmd = [sys.executable, "-m", "glu_study.train", *TINY, *LONG, "trainer.loader_workers=2"]
+    proc = subprocess.Popen(
+        [*cmd, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a batch job's
+    )
+    _wait_for(lambda: bool(list_checkpoints(tmp_path)), proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGTERM: checkpoint saved at step" in out and "Traceback" not in err
+    r = run_cli("glu_study.train", *TINY, *LONG, "trainer.loader_workers=2", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert_same_run(straight, tmp_path)
+
+
 def test_resume_after_sigkill_is_exact(tmp_path, straight):
     proc = _popen_train(tmp_path, *LONG)
     _wait_for(lambda: list_checkpoints(tmp_path) and list_checkpoints(tmp_path)[-1][0] >= 8, proc)

@@ -353,3 +353,16 @@ def test_a_second_ctrl_c_interrupts_at_once():
             raise AssertionError("the second Ctrl-C did not interrupt")
     assert stopped.value.code == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on the way out
+
+
+def test_a_sigusr2_means_requeue_whatever_comes_after_it():
+    import os
+    import signal
+
+    from glu_study.training.loop import StopSignals
+
+    for first in (signal.SIGTERM, signal.SIGUSR2):
+        with StopSignals() as stop:
+            os.kill(os.getpid(), first)
+            os.kill(os.getpid(), signal.SIGUSR2 if first == signal.SIGTERM else signal.SIGTERM)
+            assert stop.requested and stop.received == "SIGUSR2"
