@@ -20,6 +20,8 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from glu_study.errors import DamagedCacheError, DataError
 from glu_study.files import atomic_dir, fingerprint, process_pool, stable_bucket
 
@@ -271,7 +273,9 @@ def c4_corpus(cfg, log=print) -> Path:
         "c4",
         cfg.dataset_path,
         cfg.dataset_name,
-        cfg.data_files,
+        OmegaConf.to_container(cfg.data_files, resolve=True)
+        if OmegaConf.is_config(cfg.data_files)
+        else cfg.data_files,
         cfg.max_train_documents,
         cfg.max_heldout_documents,
     )
@@ -282,7 +286,9 @@ def c4_corpus(cfg, log=print) -> Path:
         f"data: streaming up to {cfg.max_train_documents:,} training documents of {cfg.dataset_path} into {final}: "
         "first run only, as long as the download takes (prepare once, `python -m glu_study.prepare`, before a sweep)"
     )
-    data_files = dict(cfg.data_files) if cfg.data_files else None
+    # what datasets.load_dataset takes, per split: a path, a glob, or a list of either (plain containers: an
+    # OmegaConf list is not a list to `datasets`)
+    data_files = OmegaConf.to_container(cfg.data_files, resolve=True) if cfg.data_files else None
     stream = datasets.load_dataset(cfg.dataset_path, cfg.dataset_name, data_files=data_files, streaming=True)
     for split in ("train", "validation"):
         if split not in stream:

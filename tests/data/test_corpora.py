@@ -45,7 +45,8 @@ def test_default_embedded_corpus_is_at_least_20mb():
     assert stats["train_bytes"] + stats["heldout_bytes"] >= 20e6
 
 
-def test_c4_loader_on_local_file_with_c4_schema(tmp_path):
+@pytest.mark.parametrize("train_files", ["one file", "a list of shards"])
+def test_c4_loader_on_local_file_with_c4_schema(tmp_path, train_files):
     rows = [
         {"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}
         for i, text in enumerate(random_docs(60))
@@ -53,6 +54,12 @@ def test_c4_loader_on_local_file_with_c4_schema(tmp_path):
     for split, chunk in (("train", rows[:50]), ("validation", rows[50:])):
         with open(tmp_path / f"c4-{split}.json", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in chunk)
+    train = str(tmp_path / "c4-train.json")
+    if train_files == "a list of shards":  # as C4's own layout: c4-train.00000-of-01024.json.gz, ...
+        for i, chunk in enumerate((rows[:25], rows[25:50])):
+            with open(tmp_path / f"c4-train.{i:05d}.json", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in chunk)
+        train = f"[{tmp_path / 'c4-train.00000.json'},{tmp_path / 'c4-train.00001.json'}]"
     cfg = compose(
         [
             "data=c4",
@@ -63,7 +70,7 @@ def test_c4_loader_on_local_file_with_c4_schema(tmp_path):
             "data.eval_examples=4",
             "data.val_examples=4",
             f"data.cache_dir={tmp_path / 'cache'}",
-            f"+data.data_files.train={tmp_path / 'c4-train.json'}",
+            f"+data.data_files.train={train}",
             f"+data.data_files.validation={tmp_path / 'c4-validation.json'}",
         ]
     ).data
