@@ -273,9 +273,7 @@ def c4_corpus(cfg, log=print) -> Path:
         "c4",
         cfg.dataset_path,
         cfg.dataset_name,
-        OmegaConf.to_container(cfg.data_files, resolve=True)
-        if OmegaConf.is_config(cfg.data_files)
-        else cfg.data_files,
+        cfg.data_files,  # as it always was keyed (its str): existing cache entries keep their names
         cfg.max_train_documents,
         cfg.max_heldout_documents,
     )
