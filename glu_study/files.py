@@ -65,9 +65,12 @@ def current_umask() -> int:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a hidden sibling and rename: a reader (or a killed writer) never sees half a file."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    tmp.write_text(text)
+    """Write to a hidden sibling and rename: a reader (or a killed writer) never sees half a file. The sibling's
+    name is unique, so that two processes writing the same file (torchrun ranks, array jobs) never share one."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600
     os.replace(tmp, path)
 
 

@@ -13,7 +13,9 @@ import sys
 
 from glu_study.cli import check_overrides
 from glu_study.config import check_data, compose
+from glu_study.data import PretrainData
 from glu_study.data.prepared import prepare_data
+from glu_study.data.pretrain import OVERLAP_N
 from glu_study.data.spans import validate_span_settings
 from glu_study.errors import exit_status
 
@@ -32,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         check_data(data)
         validate_span_settings(data.inputs_length, data.noise_density, data.mean_noise_span_length)
         prepared = prepare_data(data, log=lambda m: print(m, file=sys.stderr))
+        # the test set's overlap with training, once per (corpus, tokenizer, test set), so that no training job
+        # of a sweep computes it (glu_study.data.pretrain.ngram_overlap)
+        overlap = PretrainData(data, log=lambda m: None).test_overlap()
         print(f"corpus {prepared.corpus_dir}\ntokenizer {prepared.spiece_model}")
+        print(
+            f"test-set overlap {overlap:.4f} (share of the test set's {OVERLAP_N}-token windows seen in training)"
+        )
         print(prepared.tokens_dir)
         return 0
 

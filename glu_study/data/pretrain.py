@@ -24,7 +24,7 @@ from glu_study.data.spans import (
 )
 from glu_study.data.tokenizer import tokenizer_fingerprint, tokenizer_id
 from glu_study.errors import DataError
-from glu_study.files import fingerprint, write_json_atomic
+from glu_study.files import build_lock, fingerprint, write_json_atomic
 
 
 def spread(total: int, n: int) -> np.ndarray:
@@ -59,11 +59,25 @@ def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     return h.ravel()
 
 
-def ngram_overlap(train: np.ndarray, held: np.ndarray, n: int) -> float:
-    """The share of `held`'s n-token windows (within each of its chunks) that occur anywhere in `train`: how much
-    of a held-out set the training split has already shown, near-copies across files included."""
-    seen = np.unique(ngram_hashes(train.ravel(), n))
-    return float(np.isin(ngram_hashes(held, n), seen, assume_unique=False).mean())
+OVERLAP_BLOCK = 1 << 22  # training tokens hashed at a time: ~32 MB of hashes, whatever the corpus's size
+
+
+def ngram_overlap(train: np.ndarray, held: np.ndarray, n: int, block: int = OVERLAP_BLOCK) -> float:
+    """The share of `held`'s n-token windows (within each of its chunks) that occur anywhere in `train` (its
+    windows run across chunk boundaries, as the flat stream does): how much of a held-out set the training split
+    has already shown, near-copies across files included.
+
+    Memory is bounded by the held-out set, not the training split: the held-out windows' hashes are sorted once,
+    and the training stream (a memory map: read, never loaded) goes past them in blocks that overlap by n - 1
+    tokens, so every training window is looked up exactly once (binary search, no sort of the stream)."""
+    wanted = np.unique(ngram_hashes(held, n))
+    found = np.zeros(len(wanted), dtype=bool)
+    flat = train.reshape(-1)
+    for start in range(0, max(len(flat) - n + 1, 0), block):
+        hashes = ngram_hashes(np.asarray(flat[start : start + block + n - 1]), n)
+        at = np.searchsorted(wanted, hashes).clip(max=len(wanted) - 1)
+        found[at[wanted[at] == hashes]] = True
+    return float(found[np.searchsorted(wanted, ngram_hashes(held, n))].mean())
 
 
 OVERLAP_N = 8  # tokens: long enough that a shared window is a shared phrase, not a common word pair
@@ -206,10 +220,12 @@ class PretrainData:
         path = Path(self.cfg.cache_dir) / "overlap" / f"{key}-n{OVERLAP_N}.json"
         if path.is_file():
             return float(json.loads(path.read_text())["share"])
-        share = ngram_overlap(self.train_chunks, self.heldout_chunks["test"], OVERLAP_N)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"share": share, "n": OVERLAP_N})
-        return share
+        # one builder (array jobs and torchrun ranks wait for it, then read its figure)
+        with build_lock(Path(self.cfg.cache_dir) / "locks" / f"overlap-{key}.lock", "the test-set overlap"):
+            if not path.is_file():
+                share = ngram_overlap(self.train_chunks, self.heldout_chunks["test"], OVERLAP_N)
+                write_json_atomic(path, {"share": share, "n": OVERLAP_N})
+        return float(json.loads(path.read_text())["share"])
 
     def unigram_floor(self) -> float:
         """The held-out figure of a model that knows only the training split's token frequencies.

@@ -163,6 +163,9 @@ def test_the_first_preparation_says_what_it_builds_and_a_second_is_quiet(tmp_pat
         f"data.paths=[{tmp_path}/a.txt]",
         "data.vocab_size=150",
         "data.heldout_percent=10",
+        "data.inputs_length=32",
+        "data.eval_examples=4",
+        "data.val_examples=4",
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
     first = run_cli("glu_study.prepare", *args)
@@ -177,4 +180,5 @@ def test_the_first_preparation_says_what_it_builds_and_a_second_is_quiet(tmp_pat
     assert "first run only" in said[0] and "first run only" in said[1]
     again = run_cli("glu_study.prepare", *args)
     assert again.returncode == 0 and not [ln for ln in again.stderr.splitlines() if ln.startswith("data: ")]
-    assert again.stdout == first.stdout  # the same prepared entry
+    assert again.stdout == first.stdout  # the same prepared entry, and the test set's overlap from the cache
+    assert "test-set overlap 0." in first.stdout

@@ -208,6 +208,8 @@ def test_ngram_overlap_against_brute_force(tiny_data):
         seen = {tuple(train[i : i + n]) for i in range(len(train) - n + 1)}
         windows = [tuple(c[i : i + n]) for c in held for i in range(len(c) - n + 1)]
         assert ngram_overlap(train, held, n) == pytest.approx(np.mean([w in seen for w in windows]))
+        for block in (1, 7, 64):  # the stream in blocks: every window across a block's edge still counts
+            assert ngram_overlap(train, held, n, block=block) == ngram_overlap(train, held, n)
     first = tiny_data.test_overlap()
     assert 0 <= first <= 1 and tiny_data.test_overlap() == first
     assert first == pytest.approx(
