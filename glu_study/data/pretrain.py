@@ -223,6 +223,7 @@ class PretrainData:
         # one builder (array jobs and torchrun ranks wait for it, then read its figure)
         with build_lock(Path(self.cfg.cache_dir) / "locks" / f"overlap-{key}.lock", "the test-set overlap"):
             if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
                 share = ngram_overlap(self.train_chunks, self.heldout_chunks["test"], OVERLAP_N)
                 write_json_atomic(path, {"share": share, "n": OVERLAP_N})
         return float(json.loads(path.read_text())["share"])
