@@ -44,12 +44,7 @@ def resolve_mode(mode: str, timeout_s: float) -> str:
     if mode not in ("auto", "online"):
         return mode
     if mode == "auto" and not wandb_key_configured():
-        print(
-            "warning: no W&B API key (WANDB_API_KEY or `wandb login`): logging offline; upload later with "
-            "`wandb sync <run_dir>/wandb/offline-run-*`",
-            file=sys.stderr,
-        )
-        return "offline"
+        return "offline"  # said by the Tracker once every check has passed (a refused run says only its error)
     if reachable(wandb_url(), timeout_s):
         return "online"
     host, port = host_port(wandb_url())
@@ -102,6 +97,12 @@ class Tracker:
 
         if mode == "disabled":
             return
+        if mode == "offline" and cfg.logger.mode == "auto" and not wandb_key_configured():
+            print(
+                f"warning: no W&B API key (WANDB_API_KEY or `wandb login`): logging offline; upload later with "
+                f"`wandb sync {run_dir / 'wandb'}/offline-run-*`",
+                file=sys.stderr,
+            )
         import wandb
 
         # A fixed id, kept in the checkpoint: a resumed job continues the same W&B run.
