@@ -99,7 +99,7 @@ def help_groups(command: str, cwd) -> dict[str, set[str]]:
     """The `== Configuration groups ==` section of `python -m <command> --help`, as {group: options}."""
     r = run_cli(command, "--help", cwd=cwd)
     assert r.returncode == 0, r.stderr
-    section = r.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    section = r.stdout.split("== Configuration groups", 1)[1].split("\n", 1)[1].split("== Config ==", 1)[0]
     lines = [line.split(": ", 1) for line in section.splitlines() if ": " in line]
     return {group: set(options.split(", ")) for group, options in lines}
 

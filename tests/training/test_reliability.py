@@ -221,10 +221,13 @@ def test_report_warns_about_unfinished_runs_and_names_a_damaged_record(finished_
     for name in ("summary.json", "metrics.jsonl"):
         (sweep / "done").mkdir(exist_ok=True)
         (sweep / "done" / name).write_bytes((finished_run / name).read_bytes())
-    result = run_cli("glu_study.report", str(sweep), cwd=tmp_path)  # no --out: ./reports/<experiment>
+    result = run_cli("glu_study.report", str(sweep), cwd=tmp_path)  # no --out: <sweep>/report
     assert result.returncode == 0, result.stderr
     assert "unfinished has no summary.json" in result.stderr
-    assert (tmp_path / "reports" / "runs" / "table1.md").is_file()
+    assert (sweep / "report" / "table1.md").is_file()  # beside the runs it read, not in ./reports
+    assert (
+        not (tmp_path / "reports").exists() and not (sweep / "report" / "runs").exists()
+    )  # no copy without --out
     (sweep / "unfinished" / "metrics.jsonl").unlink()
     (sweep / "done" / "summary.json").write_text('{"name": ')
     assert_one_error_line(run_cli("glu_study.report", str(sweep), cwd=tmp_path), "done: damaged run record")
