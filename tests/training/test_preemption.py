@@ -186,3 +186,31 @@ def test_a_time_out_under_submitit_checkpoints_requeues_and_resumes_exactly(tmp_
     assert "Requeued job" in logs and "resuming" in logs
     assert "Job completed successfully" in logs
     assert_same_run(straight, run_dir)
+
+
+def test_ctrl_c_stops_a_sweep_after_the_current_job(tmp_path):
+    """Ctrl-C in a `-m` sweep: the running job checkpoints and the sweep ends there with 130; the next job never
+    starts (re-running the sweep resumes the first and then runs the others)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "glu_study.train",
+            "-m",
+            *TINY,
+            *LONG,
+            "seed=0,1",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = tmp_path / "relu-s0"
+    _wait_for(lambda: bool(list_checkpoints(first)), proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Ctrl-C (SIGINT): checkpoint saved at step" in out and "Traceback" not in err
+    assert not (first / "summary.json").exists() and not (tmp_path / "relu-s1").exists()
