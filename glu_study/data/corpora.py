@@ -340,7 +340,9 @@ def verify_corpus(corpus_dir: Path) -> None:
     recorded when it was built (stats.json), else DamagedCacheError naming it. Only then, so that a run whose
     streams are built does not hash the corpus (C4's is tens of GB)."""
     rebuild = f"remove {corpus_dir} and run the same command again to rebuild it"
-    if not (corpus_dir / "stats.json").is_file():  # not a corpus of the cache (a file given directly): no record
+    if not (
+        corpus_dir / "stats.json"
+    ).is_file():  # not a corpus of the cache (a file given directly): no record
         return
     try:
         recorded = json.loads((corpus_dir / "stats.json").read_text()).get(CONTENT_KEY)

@@ -174,17 +174,19 @@ class PretrainData:
         return span_corrupt(chunk, mask, self.vocab_size)
 
     def _collate(self, pairs) -> dict[str, torch.Tensor]:
-        """Pad to the fixed lengths (inputs with 0, labels with -100); full chunks need no padding."""
+        """Pad to the fixed lengths (inputs with 0, labels with -100). Packed chunks fill every input, so there
+        is no padding and no `attention_mask`: HF's T5 then adds only its (1, heads, L, L) position bias instead
+        of a per-example mask (under torch.compile it cannot tell an all-ones mask from a real one, and builds a
+        (batch, heads, L, L) bias that needs grad). The loss and gradients are the same bit for bit on CPU."""
         inputs = np.full((len(pairs), self.cfg.inputs_length), PAD_ID, dtype=np.int64)
         labels = np.full((len(pairs), self.targets_length), LABEL_PAD, dtype=np.int64)
         for i, (x, y) in enumerate(pairs):
             inputs[i, : len(x)] = x
             labels[i, : len(y)] = y
-        return {
-            "input_ids": torch.from_numpy(inputs),
-            "attention_mask": torch.from_numpy(inputs != PAD_ID).long(),
-            "labels": torch.from_numpy(labels),
-        }
+        batch = {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
+        if any(len(x) < self.cfg.inputs_length for x, _ in pairs):
+            batch["attention_mask"] = torch.from_numpy(inputs != PAD_ID).long()
+        return batch
 
     def _permutation(self, seed: int, epoch: int) -> np.ndarray:
         if (seed, epoch) not in self._perm_cache:

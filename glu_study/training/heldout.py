@@ -59,9 +59,9 @@ def split_figures(model, data: PretrainData, device, precision: str, batch_size:
             logits.float().transpose(1, 2), labels, ignore_index=LABEL_PAD, reduction="none"
         ).double()  # (batch, targets); 0 at padding
         scored = labels != LABEL_PAD
-        visible = batch["input_ids"].masked_fill(
-            batch["attention_mask"] == 0, LABEL_PAD
-        )  # padding matches nothing
+        visible = batch["input_ids"]
+        if "attention_mask" in batch:  # padding (where there is any) matches nothing
+            visible = visible.masked_fill(batch["attention_mask"] == 0, LABEL_PAD)
         copyable = (labels.unsqueeze(-1) == visible.unsqueeze(1)).any(-1) & scored
         nll["all"] += token_nll.sum().item()
         nll["copyable"] += token_nll[copyable].sum().item()

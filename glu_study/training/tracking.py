@@ -44,7 +44,9 @@ def resolve_mode(mode: str, timeout_s: float) -> str:
     if mode not in ("auto", "online"):
         return mode
     if mode == "auto" and not wandb_key_configured():
-        return "offline"  # said by the Tracker once every check has passed (a refused run says only its error)
+        return (
+            "offline"  # said by the Tracker once every check has passed (a refused run says only its error)
+        )
     if reachable(wandb_url(), timeout_s):
         return "online"
     host, port = host_port(wandb_url())

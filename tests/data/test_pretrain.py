@@ -240,3 +240,28 @@ def test_an_existing_sentencepiece_model_is_used_as_is(tiny_data, tmp_path):
     ):
         with pytest.raises(DataError, match=fragment):
             PretrainData(compose([*TINY, f"data.tokenizer_path={path}"]).data, log=lambda *a: None)
+
+
+def test_packed_batches_carry_no_attention_mask_and_train_as_masked_ones_do(tiny_data):
+    """Packed chunks fill every input: no `attention_mask` (HF's T5 then keeps its bias (1, heads, L, L)), and the
+    loss and gradients equal those of the same batch with an all-ones mask, bit for bit on CPU."""
+    import torch
+
+    from glu_study.config import compose
+    from glu_study.ffn import check_variant_config
+    from glu_study.model import build_model
+    from tests.helpers import TINY
+
+    cfg = compose(TINY)
+    batch = tiny_data.train_batch(0, 4, seed=0)
+    assert "attention_mask" not in batch and "attention_mask" not in next(tiny_data.eval_batches(4))
+    model = build_model(cfg.model, check_variant_config(cfg.ffn), tiny_data.vocab_size, 0)
+    masked = {**batch, "attention_mask": torch.ones_like(batch["input_ids"])}
+    grads = []
+    for b in (batch, masked):
+        model.zero_grad()
+        loss = model(**b).loss
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1], strict=True))
