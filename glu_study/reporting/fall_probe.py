@@ -198,7 +198,10 @@ def markdown(probes: list[ProbeRun], experiment: str) -> str:
 def drop_reading(probes: list[ProbeRun]) -> str:
     fell = [p for p in probes if p.descent]
     if not fell:
-        return "No run fell before the learning-rate decay with evaluations on both sides: nothing to place."
+        return (
+            "No run fell before the learning-rate decay with evaluations on both sides: nothing to place. "
+            f"Over the final decay instead (its start to the end, per 100 steps): {decay_descents(probes)}."
+        )
     excess = "; ".join(
         f"plateau {plateau_label(p.plateau)}: {p.descent['copyable'].excess:+.3f} copyable, "
         f"{p.descent['novel'].excess:+.3f} novel"
@@ -214,6 +217,21 @@ def drop_reading(probes: list[ProbeRun]) -> str:
         "every run that fell",
     }[where]
     return f"The fall's excess descent (over the fall minus before it, nats per 100 steps): {excess}. Hence {verdict}."
+
+
+def decay_descents(probes: list[ProbeRun]) -> str:
+    """Each run's descent per class over its final learning-rate decay, in nats per 100 steps."""
+    parts = []
+    for p in probes:
+        start = nearest_at_or_before(p.run.curve, decay_start(p.run))
+        if start is None or start[0] == p.run.curve[-1][0]:
+            continue
+        lo, hi = start[0], p.run.curve[-1][0]
+        parts.append(
+            f"plateau {plateau_label(p.plateau)}, steps {lo:,}-{hi:,}: copyable "
+            f"{rate(p.run.copyable_curve, lo, hi):.3f}, novel {rate(p.run.novel_curve, lo, hi):.3f}"
+        )
+    return "; ".join(parts)
 
 
 def slope_reading(probes: list[ProbeRun]) -> str:
@@ -238,10 +256,19 @@ def slope_reading(probes: list[ProbeRun]) -> str:
     return f"Fall steps: {falls}. A least-squares fit on log2(plateau): {interval} ({slope.n} runs). Hence {verdict}."
 
 
+def dense_start(run: RunRecord) -> int:
+    """The first step of the run's close look: the first evaluation followed by one less than half the usual
+    interval later (step 0 if they are evenly spaced)."""
+    steps = [s for s, _ in run.curve]
+    gaps = np.diff(steps)
+    close = np.flatnonzero(gaps < gaps.max() / 2) if len(gaps) else []
+    return int(steps[close[0]]) if len(close) else 0
+
+
 def plot(probes: list[ProbeRun], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    start = min((p.steps[0] for p in probes if p.steps), default=0)
+    start = min((p.steps[0] for p in probes if p.steps), default=min(dense_start(p.run) for p in probes))
     panels = (
         ("training loss", lambda r: r.train_curve),
         ("held-out, copyable tokens", lambda r: r.copyable_curve),
@@ -255,10 +282,12 @@ def plot(probes: list[ProbeRun], path: Path) -> None:
             ax.plot(steps, values, color=color, lw=1.2, label=f"plateau {plateau_label(p.plateau)}")
             if p.fall is not None:
                 ax.axvline(p.fall, color=color, ls=":", lw=1)
+        for decay in sorted({decay_start(p.run) for p in probes}):
+            ax.axvline(decay, color="gray", ls="--", lw=0.8)
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("nats per target token")
+    axes[0].set_ylabel("nats per target token (dotted: a run's fall; dashed: the final decay starts)")
     finish(fig, axes[-1], path, xlabel="step", ylabel="", title=panels[-1][0])
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from glu_study.config import compose
 from glu_study.reporting.fall_probe import (
     CLASS_RATIO,
     Descent,
@@ -18,7 +19,7 @@ from glu_study.reporting.fall_probe import (
     where_the_drop_sits,
 )
 from glu_study.reporting.records import RunRecord, read_run_dir
-from tests.helpers import ROOT
+from tests.helpers import ROOT, preset_sweep
 
 
 def synthetic_run(fall: int, lr: float, copyable_drop: float, novel_drop: float) -> RunRecord:
@@ -100,3 +101,8 @@ def test_committed_fall_probe_classes_add_up_to_the_papers_metric():
         dense = [s for s, _ in record.copyable_curve if s >= 1200]
         assert dense[:3] == [1200, 1250, 1300]
     assert len(commits) == 1 and next(iter(commits))[1] is True
+    # every cell of its preset, trained by it
+    preset, params = compose(["experiment=fall_probe"]), preset_sweep("fall_probe")
+    recorded = [read_run_dir(d) for d in sorted(runs.iterdir())]
+    assert sorted(r.plateau for r in recorded) == sorted(float(lr) / 100 for lr in params["trainer.lr"])
+    assert {(r.ffn, r.seed, r.steps) for r in recorded} == {("relu", preset.seed, preset.trainer.max_steps)}
