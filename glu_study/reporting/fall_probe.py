@@ -156,7 +156,8 @@ def markdown(probes: list[ProbeRun], experiment: str) -> str:
         f"# The late fall, looked at closely ({experiment})",
         "",
         f"{', '.join(variants)}, seed {', '.join(map(str, seeds))}, {len(probes)} runs at learning-rate plateaus "
-        f"{', '.join(plateau_label(p) for p in plateaus)}, evaluated every 50 steps through the fall. "
+        f"{', '.join(plateau_label(p) for p in plateaus)}, evaluated closely from step "
+        f"{min(dense_start(p.run) for p in probes):,} on (test and validation sets). "
         "Each held-out figure is split into target tokens whose id occurs in the example's visible input "
         "(*copyable*; sentinels and EOS are among them, as they occur in every input) and the others (*novel*); "
         "the share-weighted mean of the two is the paper's metric. All figures are the test set's.",
@@ -257,12 +258,12 @@ def slope_reading(probes: list[ProbeRun]) -> str:
 
 
 def dense_start(run: RunRecord) -> int:
-    """The first step of the run's close look: the first evaluation followed by one less than half the usual
-    interval later (step 0 if they are evenly spaced)."""
+    """The first step of the run's close look: the first evaluation that came less than half the usual interval
+    after the one before (step 0 if they are evenly spaced)."""
     steps = [s for s, _ in run.curve]
     gaps = np.diff(steps)
     close = np.flatnonzero(gaps < gaps.max() / 2) if len(gaps) else []
-    return int(steps[close[0]]) if len(close) else 0
+    return int(steps[close[0] + 1]) if len(close) else 0
 
 
 def plot(probes: list[ProbeRun], path: Path) -> None:
