@@ -52,10 +52,11 @@ CONTROL_FILES = ("regime_control.md", "regime_control.png")
 def write_study(records: list[RunRecord], out_dir: Path, experiment: str) -> tuple[list[str], str]:
     """Write the study these runs make up (which one, the records tell) into out_dir; its files, main one
     first, and a one-line summary."""
-    if {r.study for r in records} == {"fall_probe"}:  # the kind its preset recorded (older runs record none)
+    kinds = {r.study for r in records}  # the kind each preset recorded (runs from before 2026-12-05: None)
+    if kinds == {"fall_probe"}:
         fall_probe.write_fall_probe(records, out_dir, experiment)
         return list(fall_probe.FILES), f"{len(records)} runs"
-    if is_lr_check(records):  # runs that differ in learning rate: the rate check, not a Table 1
+    if kinds == {"lr_check"} or is_lr_check(records):  # runs that differ in learning rate: not a Table 1
         write_lr_check(records, out_dir, experiment)
         return list(LR_CHECK_FILES), f"{len(records)} runs"
     if is_scaling(records):  # runs of several model sizes: the scaling study
