@@ -4,6 +4,7 @@ comes before training. A cached file changed by a single byte since it was built
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import shutil
@@ -109,3 +110,23 @@ def test_a_damaged_corpus_is_refused_before_it_is_tokenised(tmp_path, cache):
         f.write('{"text": "a line the corpus was not built with"}\n')
     assert_fault(train(tmp_path / "run", cache), str(corpus), "is damaged", "train.jsonl")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (errno.EROFS, "Read-only file system"),
+        (errno.EACCES, "Permission denied"),
+        (errno.ENOSPC, "no space left on the device"),
+    ],
+)
+def test_cache_faults_root_cannot_provoke_say_the_file_and_what_to_do(tmp_path, code, said):
+    """A read-only or unwritable cache cannot be provoked as root (the tests' user in CI), and a full disk not
+    safely: the same mapping as the not-a-directory case above, from the OS error it would raise."""
+    from glu_study.data.prepared import CACHE_ERRNOS, cache_fault
+
+    path = tmp_path / "cache" / "locks" / "data-x.lock"
+    assert code in CACHE_ERRNOS
+    message = cache_fault(OSError(code, os.strerror(code), str(path)), tmp_path / "cache")
+    assert str(path) in message and said in message
+    assert "GLU_STUDY_CACHE" in message
