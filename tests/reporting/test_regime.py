@@ -234,26 +234,31 @@ def committed(study: str):
     return runs, [json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))]
 
 
-def test_committed_lr_check_picks_the_validation_argmin_inside_the_grid():
-    """reports/table1_regime_lr: every run records its validation figure apart from its test figure and its
-    regime; the pick is FFN_ReLU's validation argmin (mean over seeds, recomputed here) and interior."""
+@pytest.mark.parametrize(
+    ("study", "ratio", "table", "plateaus"),
+    [("table1_regime_lr", 26.5, "table1_regime", 4), ("table1_past_fall_lr", 53.0, "table1_past_fall", 3)],
+)
+def test_committed_lr_check_picks_the_validation_argmin_inside_the_grid(study, ratio, table, plateaus):
+    """A committed learning-rate check: every run records its validation figure apart from its test figure and
+    its regime; the pick is FFN_ReLU's validation argmin (mean over seeds, recomputed here) and interior, and the
+    table it is for trains at it."""
     import yaml
 
-    runs, summaries = committed("table1_regime_lr")
+    runs, summaries = committed(study)
     by_plateau: dict[float, list[float]] = {}
     for s in summaries:
         assert s["val/log_perplexity"] != s["eval/log_perplexity"]
-        assert s["tokens_per_param"] == pytest.approx(26.5, abs=0.1)
+        assert s["tokens_per_param"] == pytest.approx(ratio, abs=0.1)
         cfg = yaml.safe_load((runs / s["name"] / "config.yaml").read_text())
         plateau = cfg["trainer"]["lr"] / cfg["trainer"]["warmup_steps"] ** 0.5
         if s["ffn"] == "relu":
             by_plateau.setdefault(round(plateau, 6), []).append(s["val/log_perplexity"])
-    assert len(by_plateau) >= 4 and all(len(v) >= 2 for v in by_plateau.values())
+    assert len(by_plateau) >= plateaus and all(len(v) >= 2 for v in by_plateau.values())
     pick = min(by_plateau, key=lambda p: np.mean(by_plateau[p]))
     assert min(by_plateau) < pick < max(by_plateau)
     text = (runs.parent / "lr_check.md").read_text()
     assert f"**Pick: plateau {pick:g}**, FFN_ReLU's validation-set argmin" in text
-    table1 = compose(["experiment=table1_regime"]).trainer
+    table1 = compose([f"experiment={table}"]).trainer
     assert table1.lr / table1.warmup_steps**0.5 == pytest.approx(pick)  # the table trains at the pick
 
 
@@ -288,7 +293,9 @@ def sweep_cell(cfg: dict, key: str) -> str:
     return str(node["name"] if isinstance(node, dict) else node)
 
 
-@pytest.mark.parametrize("study", ["table1_regime_lr", "regime_curve", "regime_control", "scaling_regime"])
+@pytest.mark.parametrize(
+    "study", ["table1_regime_lr", "regime_curve", "regime_control", "scaling_regime", "table1_past_fall_lr"]
+)
 def test_committed_regime_study_holds_every_cell_of_its_preset(study):
     """Every committed study at the paper's regime holds exactly its preset's sweep (each cell once), and each
     run was trained by the preset with that cell's values (a control's reference runs are checked by their own
