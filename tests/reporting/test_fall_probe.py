@@ -80,12 +80,13 @@ def test_the_fall_slope_is_a_t_interval_on_log2_plateau():
     assert fall_slope(probes[:2]) is None  # two plateaus: no slope
 
 
-def test_committed_fall_probe_classes_add_up_to_the_papers_metric():
-    """The committed probe's records: at every evaluation the share-weighted classes give the paper's metric, every
-    run comes from one clean commit, and the report places the fall of each run from its own records."""
-    runs = ROOT / "reports" / "fall_probe" / "runs"
+@pytest.mark.parametrize("study", ["fall_probe", "fall_probe_long"])
+def test_committed_fall_probe_classes_add_up_to_the_papers_metric(study):
+    """A committed probe's records: at every evaluation the share-weighted classes give the paper's metric, every
+    run comes from one clean commit, and the study holds every cell of its preset."""
+    runs = ROOT / "reports" / study / "runs"
     if not runs.is_dir():
-        pytest.skip("reports/fall_probe not committed yet")
+        pytest.skip(f"reports/{study} not committed yet")
     commits = set()
     for d in sorted(runs.iterdir()):
         summary = json.loads((d / "summary.json").read_text())
@@ -102,7 +103,7 @@ def test_committed_fall_probe_classes_add_up_to_the_papers_metric():
         assert dense[:3] == [1200, 1250, 1300]
     assert len(commits) == 1 and next(iter(commits))[1] is True
     # every cell of its preset, trained by it
-    preset, params = compose(["experiment=fall_probe"]), preset_sweep("fall_probe")
+    preset, params = compose([f"experiment={study}"]), preset_sweep(study)
     recorded = [read_run_dir(d) for d in sorted(runs.iterdir())]
     assert sorted(r.plateau for r in recorded) == sorted(float(lr) / 100 for lr in params["trainer.lr"])
     assert {(r.ffn, r.seed, r.steps) for r in recorded} == {("relu", preset.seed, preset.trainer.max_steps)}
