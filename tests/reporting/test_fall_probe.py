@@ -105,5 +105,6 @@ def test_committed_fall_probe_classes_add_up_to_the_papers_metric(study):
     # every cell of its preset, trained by it
     preset, params = compose([f"experiment={study}"]), preset_sweep(study)
     recorded = [read_run_dir(d) for d in sorted(runs.iterdir())]
+    assert params == {"seed": ["1"], "ffn": ["relu"], "trainer.lr": ["2.0", "3.0", "4.5"]}  # 3 jobs, no more
     assert sorted(r.plateau for r in recorded) == sorted(float(lr) / 100 for lr in params["trainer.lr"])
     assert {(r.ffn, r.seed, r.steps) for r in recorded} == {("relu", preset.seed, preset.trainer.max_steps)}
