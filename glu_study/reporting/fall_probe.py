@@ -288,7 +288,8 @@ def plot(probes: list[ProbeRun], path: Path) -> None:
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("nats per target token (dotted: a run's fall; dashed: the final decay starts)")
+    axes[0].set_ylabel("nats per target token")
+    fig.suptitle("dotted: a run's fall; dashed: its final learning-rate decay starts", fontsize=9, y=1.02)
     finish(fig, axes[-1], path, xlabel="step", ylabel="", title=panels[-1][0])
 
 
