@@ -44,7 +44,7 @@ lint: install
 # Regenerate every committed study from the raw run records committed beside it (byte for byte), and its README
 # section; reports/perf.md from the benchmark scripts' raw measurements (reports/perf/*.json); the MLP comparison
 # from reports/mlp/runs.jsonl; the activation gallery (drawn from the code, no records).
-STUDIES := table1_cpu_lr table1_cpu scaling_cpu table1_regime_lr table1_regime regime_curve scaling_regime fall_probe table1_past_fall_lr
+STUDIES := table1_cpu_lr table1_cpu scaling_cpu table1_regime_lr table1_regime regime_curve scaling_regime fall_probe fall_probe_long table1_past_fall_lr
 report: install
 	@for s in $(STUDIES); do \
 	  if [ -d reports/$$s/runs ]; then $(PY) -m glu_study.report reports/$$s/runs --out reports/$$s --readme README.md || exit 1; \
