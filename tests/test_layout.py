@@ -93,3 +93,42 @@ def test_readme_layout_names_every_file():
     files = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     assert files - named == set(), "README's Layout section does not name these files"
     assert named - files == set(), "README's Layout section names files that do not exist"
+
+
+def test_the_install_command_the_readme_shows_for_a_cpu_only_machine_reaches_pip():
+    """`make install TORCH_INDEX=...` (README): the torch pin is installed from that index, and only then."""
+    import subprocess
+
+    index = "https://download.pytorch.org/whl/cpu"
+    assert f"make install TORCH_INDEX={index}" in (ROOT / "README.md").read_text()
+    dry = [["make", "-n", "-B", "install"], ["make", "-n", "-B", "install", f"TORCH_INDEX={index}"]]
+    plain, cpu = (subprocess.run(c, cwd=ROOT, capture_output=True, text=True, check=True).stdout for c in dry)
+    assert 'pip install --quiet "torch==2.13.0"' in plain and "--index-url" not in plain
+    assert f'pip install --quiet "torch==2.13.0" --index-url {index}' in cpu
+
+
+def test_the_past_fall_study_commands_in_the_readme_compose():
+    """Every `glu_study.train` line of the README's CPU-reproduction block composes as Hydra would run it (each
+    comma-separated sweep value in turn), and the table's two halves cover the preset's eight variants."""
+    import shlex
+
+    from glu_study.config import compose
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("### The CPU reproduction", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [
+        ln.rstrip(" &") for ln in block.splitlines() if ln.startswith(".venv/bin/python -m glu_study.train")
+    ]
+    assert len(lines) == 5
+    halves = []
+    for line in lines:
+        args = [a for a in shlex.split(line)[3:] if a != "-m"]
+        sweeps = {a.split("=", 1)[0]: a.split("=", 1)[1].split(",") for a in args if "," in a}
+        halves.append(sweeps.get("ffn", []))
+        for i in range(max((len(v) for v in sweeps.values()), default=1)):
+            cell = [a if "," not in a else f"{a.split('=')[0]}={sweeps[a.split('=')[0]][i]}" for a in args]
+            cfg = compose([c for c in cell if not c.startswith("hydra.")])
+            assert cfg.study in ("table1", "lr_check", "fall_probe")
+    from tests.helpers import preset_sweep
+
+    assert sorted(halves[1] + halves[2]) == sorted(preset_sweep("table1_past_fall")["ffn"])

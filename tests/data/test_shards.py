@@ -215,3 +215,29 @@ def test_a_prepare_killed_mid_way_and_run_again_gives_the_same_shards(tmp_path):
     assert whole.returncode == 0, whole.stderr
     a, b = Path(again.stdout.strip().splitlines()[-1]), Path(whole.stdout.strip().splitlines()[-1])
     assert (a / "train.bin").read_bytes() == (b / "train.bin").read_bytes()
+
+
+def test_a_verified_stream_is_not_hashed_again_until_it_changes(tiny_data, tmp_path):
+    """The stamp (README: "spares later processes the hash while the files are unchanged"): a check leaves
+    <split>.verified; with sizes and modification times as stamped the hash is skipped — shown by a byte changed
+    behind the stamp's back (its modification time put back) going unseen — and a normal write, which moves the
+    modification time, is hashed and refused."""
+    from glu_study.data.shards import verify_split
+    from glu_study.errors import DamagedCacheError
+
+    out = tmp_path / "tokens"
+    build_split(
+        docs_file(tmp_path / "docs.jsonl", 100), Path(tiny_data.info.spiece_model), 1000, out, "train", 1
+    )
+    verify_split(out, "train")
+    assert (out / "train.verified").is_file()
+    stream = out / "train.bin"
+    stat = stream.stat()
+    data = bytearray(stream.read_bytes())
+    data[0] ^= 0xFF
+    stream.write_bytes(bytes(data))
+    os.utime(stream, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verify_split(out, "train")  # unchanged as far as the stamp can tell: not hashed
+    stream.write_bytes(bytes(data))  # a write moves the modification time
+    with pytest.raises(DamagedCacheError, match="does not match the SHA-256"):
+        verify_split(out, "train")
