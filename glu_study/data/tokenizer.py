@@ -12,7 +12,7 @@ from pathlib import Path
 from glu_study.data.corpora import read_texts, verify_corpus
 from glu_study.data.spans import EOS_ID, PAD_ID, UNK_ID
 from glu_study.errors import DamagedCacheError, DataError
-from glu_study.files import atomic_dir, fingerprint, write_text_atomic
+from glu_study.files import atomic_dir, file_digest, fingerprint, write_text_atomic
 
 SPM_SEED = 20200212  # the sentence sample's seed
 TOKENIZER_VERSION = 2  # 2: the sample drawn by sample_sentences (1: by SentencePiece, not reproducible)
@@ -107,7 +107,7 @@ def verified_tokenizer(spiece_model: Path) -> Path:
 
     rebuild = f"remove {spiece_model.parent} and run the same command again to retrain it"
     digest = spiece_model.with_name(DIGEST)
-    actual = hashlib.sha256(spiece_model.read_bytes()).hexdigest()
+    actual = file_digest(spiece_model)
     if digest.is_file():
         if digest.read_text().strip() != actual:
             raise DamagedCacheError(
